@@ -1,0 +1,247 @@
+"""ModelArtifact: a torch module, an ONNX file or a TensorRT engine, plus what is needed to rebuild and judge it.
+
+A saved artifact is a folder: the weights (``model.safetensors``) or the graph (``model.onnx`` and any external
+data), then ``manifest.json`` written last as the commit marker. The manifest says how to rebuild the torch module
+without pickle: the builder reference and keyword arguments, the saved tensor shapes (so structurally pruned layers
+are resized before loading) and post-load transforms (e.g. dynamic INT8 quantization, re-applied deterministically).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .io import read_json, sha256_file, write_json
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+FORMATS = ("torch", "onnx", "tensorrt")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One named model input; ``None`` in ``shape`` marks a dynamic axis (the batch axis always is)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> InputSpec:
+        return cls(str(obj["name"]), tuple(None if d is None else int(d) for d in obj["shape"]), str(obj["dtype"]))
+
+    def describe(self) -> str:
+        dims = ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d)) for i, d in enumerate(self.shape))
+        return f"{self.name!r} of shape ({dims}) {self.dtype}"
+
+
+def check_inputs(specs: tuple[InputSpec, ...], batch: dict[str, np.ndarray], *, model: str) -> None:
+    """Raise InputError, expected vs got, when a batch does not fit the model's inputs."""
+    missing = [s.name for s in specs if s.name not in batch]
+    if len(specs) == 1 and len(batch) == 1 and missing:
+        return  # a single unnamed input maps to the single model input by position
+    if missing:
+        raise InputError(f"model {model} expects inputs {[s.name for s in specs]} but the data has {sorted(batch)}")
+    for spec in specs:
+        _check_one(spec, batch[spec.name], model)
+
+
+def _check_one(spec: InputSpec, array: np.ndarray, model: str) -> None:
+    got = f"got shape {tuple(array.shape)} {array.dtype}"
+    if array.ndim != len(spec.shape) or any(
+        want is not None and want != have for want, have in zip(spec.shape, array.shape)
+    ):
+        raise InputError(f"model {model} expects input {spec.describe()}, {got}")
+    want_kind = np.dtype(spec.dtype).kind
+    if want_kind == "f" and array.dtype.kind not in "f":
+        raise InputError(f"model {model} expects input {spec.describe()}, {got}")
+    if want_kind in "iu" and array.dtype.kind not in "iu":
+        raise InputError(f"model {model} expects input {spec.describe()}, {got}")
+
+
+@dataclass
+class ModelArtifact:
+    """A model in one of :data:`FORMATS`, with its inputs, classes and the history of stages that made it."""
+
+    format: str
+    inputs: tuple[InputSpec, ...]
+    n_classes: int
+    source: str
+    module: Any = None  # torch.nn.Module for format "torch"
+    path: Path | None = None  # ONNX / engine file, or the folder a torch artifact was saved to
+    builder: dict[str, Any] | None = None  # {"ref": "zoo:cnn", "kwargs": {...}}
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InputError(f"unknown artifact format {self.format!r}", hint=f"use one of {FORMATS}")
+
+    @property
+    def name(self) -> str:
+        return self.history[-1]["kind"] if self.history else self.source
+
+    def evolve(self, **changes: Any) -> ModelArtifact:
+        """A copy with ``changes``; history, transforms and metadata are copied, never shared."""
+        base = replace(
+            self,
+            history=[dict(h) for h in self.history],
+            transforms=[dict(t) for t in self.transforms],
+            metadata=dict(self.metadata),
+        )
+        return replace(base, **changes)
+
+    # ---- files -----------------------------------------------------------------------------------------------
+    def files(self) -> list[Path]:
+        """Every file that makes up the deployable artifact (graph + external data, or weights)."""
+        if self.path is None:
+            return []
+        if self.format == "torch":
+            weights = self.path / "model.safetensors"
+            return [weights] if weights.exists() else []
+        files = [self.path]
+        if self.format == "onnx":
+            from .onnx_utils import external_data_files
+
+            files += external_data_files(self.path)
+        return files
+
+    def size_bytes(self) -> int | None:
+        files = self.files()
+        return sum(f.stat().st_size for f in files) if files else None
+
+    def describe(self, *, relative_to: Path | None = None) -> dict[str, Any]:
+        files = self.files()
+        path = files[0] if files else self.path
+        shown = path
+        if path is not None and relative_to is not None:
+            try:
+                shown = Path(os.path.relpath(path, relative_to))
+            except ValueError:
+                shown = path
+        return {
+            "path": str(shown) if shown is not None else None,
+            "format": self.format,
+            "sha256": sha256_file(files[0]) if files else None,
+            "size_bytes": self.size_bytes(),
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "manifest_version": MANIFEST_VERSION,
+            "format": self.format,
+            "source": self.source,
+            "inputs": [s.to_json() for s in self.inputs],
+            "n_classes": self.n_classes,
+            "class_names": list(self.class_names) if self.class_names else None,
+            "builder": self.builder,
+            "transforms": self.transforms,
+            "history": self.history,
+            "metadata": self.metadata,
+        }
+
+    def save(self, folder: str | os.PathLike[str]) -> ModelArtifact:
+        """Write the artifact into ``folder`` (data first, manifest last) and return it pointing there."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the manifest is back
+        if self.format == "torch":
+            saved = self._save_torch(folder)
+        else:
+            saved = self._save_file(folder)
+        write_json(folder / MANIFEST, saved.manifest())
+        return saved
+
+    def _save_torch(self, folder: Path) -> ModelArtifact:
+        from safetensors.torch import save as st_save
+
+        if self.module is None:
+            raise InputError("a torch artifact without a module cannot be saved")
+        if self.builder is None:
+            raise InputError(
+                f"cannot save {self.source}: modelpress does not know how to rebuild this module",
+                hint="load it from zoo:NAME or pkg.module:factory",
+            )
+        state = _weights_state(self.module, self.transforms)
+        from .io import write_bytes
+
+        write_bytes(folder / "model.safetensors", st_save(state, metadata={"format": "pt"}))
+        builder = dict(self.builder)
+        builder["shapes"] = {k: list(v.shape) for k, v in state.items()}
+        return self.evolve(path=folder, builder=builder)
+
+    def _save_file(self, folder: Path) -> ModelArtifact:
+        if self.path is None:
+            raise InputError(f"{self.format} artifact has no file to save")
+        src = Path(self.path)
+        dst = folder / ("model.onnx" if self.format == "onnx" else "model.engine")
+        if src.resolve() != dst.resolve():
+            from .io import atomic_write
+
+            extra = []
+            if self.format == "onnx":
+                from .onnx_utils import external_data_files
+
+                extra = external_data_files(src)
+            for ext in extra:
+                rel = ext.relative_to(src.parent)
+                with atomic_write(folder / rel) as out, open(ext, "rb") as inp:
+                    shutil.copyfileobj(inp, out)
+            with atomic_write(dst) as out, open(src, "rb") as inp:
+                shutil.copyfileobj(inp, out)
+        return self.evolve(path=dst)
+
+
+def _weights_state(module: Any, transforms: list[dict[str, Any]]) -> dict[str, Any]:
+    """The float state dict to save. Modules changed by a transform save the pre-transform weights."""
+    pre = getattr(module, "_modelpress_float_state", None)
+    state = pre if (transforms and pre is not None) else module.state_dict()
+    return {k: v.detach().contiguous().clone() for k, v in state.items() if hasattr(v, "detach")}
+
+
+# ---- post-load transforms (registered by the stages that create them) -------------------------------------------
+Transform = Callable[[Any, dict[str, Any]], Any]
+TRANSFORMS: dict[str, Transform] = {}
+
+
+def register_transform(name: str) -> Callable[[Transform], Transform]:
+    """Register a deterministic module → module transform re-applied when an artifact is loaded."""
+
+    def decorate(fn: Transform) -> Transform:
+        TRANSFORMS[name] = fn
+        return fn
+
+    return decorate
+
+
+def apply_transforms(module: Any, transforms: list[dict[str, Any]]) -> Any:
+    for t in transforms:
+        if t["name"] not in TRANSFORMS:
+            # stage modules register their transforms on import
+            import modelpress.compress  # noqa: F401
+
+        if t["name"] not in TRANSFORMS:
+            raise InputError(f"unknown model transform {t['name']!r} in manifest", hint="upgrade modelpress")
+        module = TRANSFORMS[t["name"]](module, t.get("params", {}))
+    return module
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    manifest = read_json(folder / MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise InputError(f"{folder / MANIFEST} is not a modelpress manifest (version {MANIFEST_VERSION})")
+    if manifest.get("format") not in FORMATS:
+        raise InputError(f"{folder / MANIFEST}: unknown format {manifest.get('format')!r}")
+    return manifest

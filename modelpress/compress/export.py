@@ -1,0 +1,171 @@
+"""Export stage: torch → ONNX with dynamic axes, checked by ``onnx.checker`` and verified against torch.
+
+``onnx.checker`` is necessary, not sufficient: the stage runs torch and onnxruntime on real samples (several batch
+sizes, so the dynamic batch axis is exercised) and fails with exit 1 when outputs differ beyond tolerance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..artifacts import ModelArtifact
+from ..data import Dataset
+from ..errors import BackendUnavailable, GateFailed, InputError
+from .registry import StageConfig, StageContext, register_stage
+
+EXPORTERS = ("dynamo", "torchscript")
+
+
+@dataclass(frozen=True)
+class ExportConfig(StageConfig):
+    """``format`` onnx (or tensorrt, GPU only); ``atol``/``rtol`` bound |onnx − torch| elementwise on logits."""
+
+    kind: ClassVar[str] = "export"
+    format: str = "onnx"
+    opset: int = 18
+    dynamic_batch: bool = True
+    verify: bool = True
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    verify_samples: int = 64
+    exporter: str = "dynamo"
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in ("onnx", "tensorrt"):
+            raise InputError(f"export.format must be onnx or tensorrt, got {self.format!r}")
+        if not 13 <= int(self.opset) <= 23:
+            raise InputError(f"export.opset must be in [13, 23], got {self.opset}")
+        if self.exporter not in EXPORTERS:
+            raise InputError(f"export.exporter must be one of {EXPORTERS}, got {self.exporter!r}")
+        if not (self.atol >= 0 and self.rtol >= 0):
+            raise InputError(f"export.atol and rtol must be ≥ 0, got {self.atol}, {self.rtol}")
+        if self.verify_samples < 1:
+            raise InputError(f"export.verify_samples must be ≥ 1, got {self.verify_samples}")
+
+
+@register_stage(ExportConfig)
+def run_export(artifact: ModelArtifact, config: ExportConfig, ctx: StageContext) -> ModelArtifact:
+    if config.format == "tensorrt":
+        raise BackendUnavailable("export --format tensorrt needs TensorRT and a CUDA GPU",
+                                 hint="pip install 'modelpress[tensorrt]' on a machine with an NVIDIA GPU")
+    if artifact.format == "onnx":
+        ctx.notes.append("input is already ONNX: export kept it as it is")
+        onnx_artifact = artifact
+    elif artifact.format != "torch":
+        raise InputError(f"cannot export a {artifact.format} artifact to ONNX")
+    else:
+        onnx_artifact = export_onnx(artifact, ctx.work_dir / "model.onnx", config=config)
+    if config.verify and artifact.format == "torch":
+        data = ctx.eval or ctx.calibration or ctx.train
+        if data is None:
+            raise InputError("export --verify needs sample data", hint="pass --data (or --no-verify)")
+        report = verify_onnx(artifact, onnx_artifact, data, config=config, threads=ctx.threads)
+        onnx_artifact.metadata["verification"] = report
+        if not report["passed"]:
+            raise GateFailed(
+                f"ONNX outputs differ from torch: max abs diff {report['max_abs_diff']:.3g} > tolerance "
+                f"(atol {config.atol:g}, rtol {config.rtol:g}) on {report['n_samples']} samples",
+                hint="check for unsupported ops, or raise --atol if the difference is expected",
+            )
+    return onnx_artifact
+
+
+def _dynamic_dims(artifact: ModelArtifact, dynamic_batch: bool) -> dict[str, list[int]]:
+    dims: dict[str, list[int]] = {}
+    for spec in artifact.inputs:
+        axes = [i for i, d in enumerate(spec.shape) if d is None and (i > 0 or dynamic_batch)]
+        dims[spec.name] = axes
+    return dims
+
+
+def _example_inputs(artifact: ModelArtifact, batch: int = 2) -> tuple[Any, ...]:
+    import torch
+
+    tensors = []
+    for spec in artifact.inputs:
+        shape = [batch if i == 0 else (d or 8) for i, d in enumerate(spec.shape)]
+        dtype = getattr(torch, spec.dtype)
+        tensors.append(torch.ones(shape, dtype=dtype) if not dtype.is_floating_point else torch.randn(shape))
+    return tuple(tensors)
+
+
+def export_onnx(artifact: ModelArtifact, path: Path, *, config: ExportConfig) -> ModelArtifact:
+    """Write ``path`` atomically (export to a temp name in the same folder, check, then rename)."""
+    import onnx
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    module = artifact.module.eval()
+    names = [s.name for s in artifact.inputs]
+    dyn = _dynamic_dims(artifact, config.dynamic_batch)
+    kwargs: dict[str, Any] = {"input_names": names, "output_names": ["logits"], "opset_version": int(config.opset)}
+    if config.exporter == "dynamo":
+        batch = torch.export.Dim("batch", min=1)
+        seq = torch.export.Dim("seq", min=1)
+        kwargs["dynamic_shapes"] = tuple({a: (batch if a == 0 else seq) for a in dyn[n]} or None for n in names)
+        kwargs["dynamo"] = True
+        kwargs["external_data"] = False
+    else:
+        axes = {n: {a: ("batch" if a == 0 else f"dim{a}") for a in dyn[n]} for n in names}
+        axes["logits"] = {0: "batch"} if config.dynamic_batch else {}
+        kwargs["dynamic_axes"] = axes
+        kwargs["dynamo"] = False
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, _example_inputs(artifact), str(tmp), **kwargs)
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model, full_check=True)
+        os.replace(tmp, path)
+    except (InputError, GateFailed):
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"ONNX export of {artifact.source} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            hint=f"try exporter: {'torchscript' if config.exporter == 'dynamo' else 'dynamo'}",
+        ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (tmp.parent / (tmp.name + ".data")).unlink()
+    return artifact.evolve(format="onnx", module=None, path=path,
+                           metadata={**artifact.metadata, "opset": int(config.opset), "exporter": config.exporter})
+
+
+def verify_onnx(reference: ModelArtifact, candidate: ModelArtifact, data: Dataset, *, config: ExportConfig,
+                threads: int = 1) -> dict[str, Any]:
+    """Compare torch and onnxruntime outputs at batch sizes 1, an odd size and the full sample."""
+    from ..evaluate.backends import make_runner
+
+    n = min(len(data), config.verify_samples)
+    sample = data.subset(slice(0, n))
+    torch_run = make_runner(reference, "torch", threads=threads)
+    ort_run = make_runner(candidate, "onnxruntime", threads=threads)
+    max_abs = max_rel = 0.0
+    agree = total = 0
+    passed = True
+    sizes = sorted({1, min(n, 7), n})
+    for size in sizes:
+        for batch, _ in sample.batches(size):
+            want, got = torch_run(batch), ort_run(batch)
+            if want.shape != got.shape:
+                raise GateFailed(f"ONNX output shape {got.shape} differs from torch {want.shape} at batch {size}")
+            diff = np.abs(want - got)
+            max_abs = max(max_abs, float(diff.max()))
+            max_rel = max(max_rel, float((diff / np.maximum(np.abs(want), 1e-12)).max()))
+            passed &= bool(np.all(diff <= config.atol + config.rtol * np.abs(want)))
+            agree += int((want.argmax(1) == got.argmax(1)).sum())
+            total += len(want)
+    return {"passed": passed, "max_abs_diff": max_abs, "max_rel_diff": max_rel, "top1_agreement": agree / total,
+            "n_samples": n, "batch_sizes": sizes, "atol": config.atol, "rtol": config.rtol}

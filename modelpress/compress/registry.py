@@ -1,0 +1,102 @@
+"""The stage registry: a frozen config dataclass + one registered function per stage.
+
+``@register_stage(PruneConfig)`` maps the config type to ``run(artifact, config, ctx) -> artifact``. The YAML pipeline
+and the CLI's per-stage commands both call :func:`run_stage`; nothing branches on stage names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from ..artifacts import ModelArtifact
+from ..data import Dataset
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Base of every stage config. Subclasses set ``kind`` and validate their fields in ``__post_init__``."""
+
+    kind: ClassVar[str] = ""
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], *, where: str = "") -> StageConfig:
+        """Build from a plain mapping (YAML or CLI); unknown keys are an error that suggests the closest key."""
+        import difflib
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in params:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(names)}"
+                raise InputError(f"{where}stage {cls.kind!r}: unknown key {key!r}", hint=hint)
+        try:
+            return cls(**params)
+        except TypeError as exc:
+            raise InputError(f"{where}stage {cls.kind!r}: {exc}") from None
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides its input artifact: data splits, the original model, a folder to write in."""
+
+    work_dir: Path
+    train: Dataset | None = None
+    eval: Dataset | None = None
+    calibration: Dataset | None = None
+    original: ModelArtifact | None = None
+    seed: int = 0
+    threads: int = 1
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def require(self, split: str, *, stage: str) -> Dataset:
+        data = getattr(self, split)
+        if data is None:
+            raise InputError(f"stage {stage!r} needs {split} data", hint=f"give data.{split} (or --data)")
+        return data
+
+
+C = TypeVar("C", bound=StageConfig)
+StageFn = Callable[[ModelArtifact, Any, StageContext], ModelArtifact]
+STAGES: dict[type[StageConfig], StageFn] = {}
+CONFIGS: dict[str, type[StageConfig]] = {}
+
+
+def register_stage(config_cls: type[C]) -> Callable[[StageFn], StageFn]:
+    def decorate(fn: StageFn) -> StageFn:
+        if not config_cls.kind:
+            raise TypeError(f"{config_cls.__name__} must set kind")
+        STAGES[config_cls] = fn
+        CONFIGS[config_cls.kind] = config_cls
+        return fn
+
+    return decorate
+
+
+def config_for(kind: str, params: dict[str, Any] | None = None, *, where: str = "") -> StageConfig:
+    if kind not in CONFIGS:
+        import difflib
+
+        close = difflib.get_close_matches(kind, list(CONFIGS), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known stages: {', '.join(sorted(CONFIGS))}"
+        raise InputError(f"{where}unknown stage type {kind!r}", hint=hint)
+    return CONFIGS[kind].from_params(dict(params or {}), where=where)
+
+
+def run_stage(artifact: ModelArtifact, config: StageConfig, ctx: StageContext) -> ModelArtifact:
+    """Run one stage and record it in the artifact's history."""
+    fn = STAGES.get(type(config))
+    if fn is None:
+        raise InputError(f"no stage registered for {type(config).__name__}")
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    result = fn(artifact, config, ctx)
+    result.history = [*result.history, {"kind": config.kind, "params": config.params()}]
+    return result

@@ -1,0 +1,325 @@
+"""Datasets: what every stage and the evaluator consume.
+
+A :class:`Dataset` holds named input arrays (one ``"input"`` array for tabular/image data; ``input_ids`` +
+``attention_mask`` for text), integer labels and class names. Data sources are registered by scheme or suffix, so
+that ``sklearn:digits``, ``data.npz``, ``data.csv`` and ``pkg.module:fn`` all reach one :func:`load_data`.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .io import sha256_arrays
+
+SPLITS = ("train", "test", "all")
+DEFAULT_TEST_SIZE = 0.25
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Named model inputs (first axis = samples), integer labels in ``[0, n_classes)`` and class names."""
+
+    inputs: dict[str, np.ndarray]
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+    split: str = "all"
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise InputError(f"data {self.source} has no input arrays")
+        n = len(self.y)
+        if n == 0:
+            raise InputError(f"data {self.source} ({self.split}) is empty: 0 samples", hint="pass a non-empty dataset")
+        for name, array in self.inputs.items():
+            if len(array) != n:
+                raise InputError(f"data {self.source}: input {name!r} has {len(array)} rows but there are {n} labels")
+            if np.issubdtype(array.dtype, np.floating):
+                bad = ~np.isfinite(array.reshape(n, -1)).all(axis=1)
+                if bad.any():
+                    raise InputError(
+                        f"data {self.source}: {int(bad.sum())} of {n} samples have NaN/inf features "
+                        f"(first at row {int(np.argmax(bad))})",
+                        hint="clean or impute them first",
+                    )
+        if not np.issubdtype(self.y.dtype, np.integer):
+            raise InputError(f"data {self.source}: labels must be integers, got dtype {self.y.dtype}")
+        if self.y.min() < 0 or self.y.max() >= len(self.class_names):
+            raise InputError(
+                f"data {self.source}: labels span [{self.y.min()}, {self.y.max()}] "
+                f"but there are {len(self.class_names)} class names"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the first input (what zoo models are built for)."""
+        return tuple(next(iter(self.inputs.values())).shape[1:])
+
+    def sha256(self) -> str:
+        return sha256_arrays(*self.inputs.values(), self.y)
+
+    def subset(self, index: np.ndarray | slice, *, split: str | None = None) -> Dataset:
+        return Dataset(
+            {k: v[index] for k, v in self.inputs.items()},
+            self.y[index],
+            self.class_names,
+            self.source,
+            split or self.split,
+            dict(self.meta),
+        )
+
+    def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """Consecutive batches in order (the last one may be smaller). Memory stays bounded by ``batch_size``."""
+        if batch_size < 1:
+            raise InputError(f"batch size must be ≥ 1, got {batch_size}")
+        for start in range(0, len(self), batch_size):
+            stop = start + batch_size
+            yield {k: v[start:stop] for k, v in self.inputs.items()}, self.y[start:stop]
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "split": self.split,
+            "n_samples": len(self),
+            "n_classes": self.n_classes,
+            "class_names": list(self.class_names),
+            "sha256": self.sha256(),
+        }
+
+
+DataLoader = Callable[..., Dataset]
+_SCHEMES: dict[str, DataLoader] = {}
+_SUFFIXES: dict[str, DataLoader] = {}
+
+
+def register_data_scheme(scheme: str) -> Callable[[DataLoader], DataLoader]:
+    def decorate(fn: DataLoader) -> DataLoader:
+        _SCHEMES[scheme] = fn
+        return fn
+
+    return decorate
+
+
+def register_data_suffix(*suffixes: str) -> Callable[[DataLoader], DataLoader]:
+    def decorate(fn: DataLoader) -> DataLoader:
+        for suffix in suffixes:
+            _SUFFIXES[suffix] = fn
+        return fn
+
+    return decorate
+
+
+def split_reference(ref: str) -> tuple[str, str | None]:
+    """``sklearn:digits#train`` → (``sklearn:digits``, ``train``)."""
+    if "#" in ref:
+        base, split = ref.rsplit("#", 1)
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r} in data reference {ref!r}", hint=f"use one of {SPLITS}")
+        return base, split
+    return ref, None
+
+
+def load_data(
+    ref: str,
+    *,
+    split: str = "test",
+    label_column: str = "label",
+    test_size: float = DEFAULT_TEST_SIZE,
+    seed: int = DEFAULT_SEED,
+    **options: object,
+) -> Dataset:
+    """Load a dataset reference; the split in the reference (``#train``) overrides ``split``.
+
+    Files with a train/test split of their own are not split; ``split`` applies to references that describe one
+    whole dataset (``sklearn:NAME``, ``*.npz``, ``*.csv``): a seeded, stratified split, identical on every machine.
+    """
+    base, ref_split = split_reference(ref)
+    split = ref_split or split
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
+    if not 0.0 < test_size < 1.0:
+        raise InputError(f"test_size must be in (0, 1), got {test_size}")
+    path = Path(base)
+    suffix = "".join(path.suffixes[-1:]).lower()
+    scheme = base.split(":", 1)[0] if ":" in base else ""
+    if scheme in _SCHEMES:
+        loader = _SCHEMES[scheme]
+    elif suffix in _SUFFIXES:
+        if not path.exists():
+            raise InputError(f"data file {base} does not exist")
+        if not path.is_file():
+            raise InputError(f"data path {base} is not a file")
+        loader = _SUFFIXES[suffix]
+    elif ":" in base and "/" not in base.split(":", 1)[0]:
+        loader = _load_python
+    else:
+        known = ", ".join([f"{s}:NAME" for s in _SCHEMES] + [f"*{s}" for s in _SUFFIXES] + ["pkg.module:fn"])
+        raise InputError(f"cannot read data {ref!r}", hint=f"use one of {known}")
+    whole = loader(base, label_column=label_column, **options)
+    if whole.meta.get("presplit"):
+        return whole
+    return train_test_split(whole, split=split, test_size=test_size, seed=seed)
+
+
+def train_test_split(data: Dataset, *, split: str, test_size: float, seed: int) -> Dataset:
+    """Seeded split, stratified when every class has at least two samples."""
+    if split == "all":
+        return data
+    from sklearn.model_selection import train_test_split as sk_split
+
+    index = np.arange(len(data))
+    counts = np.bincount(data.y, minlength=data.n_classes)
+    stratify = data.y if counts[counts > 0].min() >= 2 else None
+    if len(data) < 2:
+        raise InputError(f"data {data.source} has {len(data)} sample; a train/test split needs ≥ 2", hint="use #all")
+    train_idx, test_idx = sk_split(index, test_size=test_size, random_state=seed, stratify=stratify)
+    chosen = np.sort(train_idx if split == "train" else test_idx)
+    return data.subset(chosen, split=split)
+
+
+_SKLEARN = {
+    "digits": ("load_digits", "scale16"),
+    "breast_cancer": ("load_breast_cancer", "standardize"),
+    "wine": ("load_wine", "standardize"),
+    "iris": ("load_iris", "standardize"),
+}
+
+
+@register_data_scheme("sklearn")
+def _load_sklearn(ref: str, **_: object) -> Dataset:
+    name = ref.split(":", 1)[1]
+    if name not in _SKLEARN:
+        raise InputError(f"unknown sklearn dataset {name!r}", hint=f"choose one of {', '.join(_SKLEARN)}")
+    import sklearn.datasets
+
+    fn_name, scaling = _SKLEARN[name]
+    bunch = getattr(sklearn.datasets, fn_name)()
+    x = np.asarray(bunch.data, dtype=np.float32)
+    if scaling == "scale16":
+        x = x / 16.0  # digits pixels are 0..16; a fixed scale keeps train and test identical without fitting
+    else:
+        # Standardise with statistics of the whole bundled set: a fixed, documented transform that every split and
+        # every run shares (fitting on one split would make the test features depend on the split seed).
+        x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+    names = tuple(str(n) for n in getattr(bunch, "target_names", range(int(bunch.target.max()) + 1)))
+    return Dataset({"input": x.astype(np.float32)}, np.asarray(bunch.target, dtype=np.int64), names, ref)
+
+
+def _labels_and_names(raw: np.ndarray, source: str, class_names: object = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer labels stay as they are (class i = label i); other labels map to sorted unique values."""
+    raw = np.asarray(raw)
+    if raw.ndim != 1:
+        raise InputError(f"data {source}: labels must be one-dimensional, got shape {raw.shape}")
+    if np.issubdtype(raw.dtype, np.floating) and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)):
+        raw = raw.astype(np.int64)
+    if np.issubdtype(raw.dtype, np.integer):
+        if len(raw) and raw.min() < 0:
+            raise InputError(f"data {source}: labels must be ≥ 0, found {int(raw.min())}")
+        n = int(raw.max()) + 1 if len(raw) else 0
+        names = tuple(str(c) for c in (class_names if class_names is not None else range(n)))
+        if len(names) < n:
+            raise InputError(f"data {source}: labels go up to {n - 1} but only {len(names)} class names are given")
+        return raw.astype(np.int64), names
+    values, y = np.unique(raw.astype(str), return_inverse=True)
+    return y.astype(np.int64), tuple(str(v) for v in values)
+
+
+@register_data_suffix(".npz")
+def _load_npz(ref: str, **_: object) -> Dataset:
+    try:
+        with np.load(ref, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        raise InputError(f"{ref} holds Python objects (pickle); modelpress reads plain numeric arrays only") from exc
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError: all mean the file is damaged
+        raise InputError(f"{ref} is truncated or corrupt ({type(exc).__name__})") from None
+    if "y" not in arrays:
+        raise InputError(f"{ref} has no array 'y' (labels); found {sorted(arrays)}")
+    y, names = _labels_and_names(arrays.pop("y"), ref, arrays.pop("class_names", None))
+    if "x" in arrays:
+        inputs = {"input": arrays.pop("x")}
+    else:
+        inputs = {k: v for k, v in arrays.items() if not k.startswith("_")}
+    if not inputs:
+        raise InputError(f"{ref} has no feature array 'x'")
+    inputs = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v for k, v in inputs.items()}
+    return Dataset(inputs, y, names, ref)
+
+
+@register_data_suffix(".csv")
+def _load_csv(ref: str, *, label_column: str = "label", **_: object) -> Dataset:
+    with open(ref, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise InputError(f"{ref} is empty")
+        if label_column not in header:
+            raise InputError(f"{ref} has no label column {label_column!r}; columns are {header[:10]}",
+                             hint="name it with --label-column")
+        li = header.index(label_column)
+        rows = list(reader)
+    features, labels = [], []
+    for line_no, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise InputError(f"{ref}:{line_no}: {len(row)} fields, header has {len(header)}")
+        labels.append(row[li])
+        try:
+            features.append([float(v) for i, v in enumerate(row) if i != li])
+        except ValueError:
+            bad = next(v for i, v in enumerate(row) if i != li and not _is_float(v))
+            raise InputError(f"{ref}:{line_no}: non-numeric feature value {bad!r}") from None
+    y, names = _labels_and_names(np.asarray(labels), ref)
+    if all(_is_float(v) for v in labels):
+        y, names = _labels_and_names(np.asarray([float(v) for v in labels]), ref)
+    return Dataset({"input": np.asarray(features, dtype=np.float32).reshape(len(labels), -1)}, y, names, ref)
+
+
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_python(ref: str, **options: object) -> Dataset:
+    """``pkg.module:fn`` returning a Dataset or ``(x, y)``: trusted code the user names."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        raise InputError(f"cannot import {module_name!r} for data {ref!r}: {exc}") from None
+    except AttributeError:
+        raise InputError(f"module {module_name!r} has no attribute {attr!r}") from None
+    try:
+        result = fn()
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"data function {ref} raised {type(exc).__name__}: {exc}") from None
+    if isinstance(result, Dataset):
+        return result
+    if isinstance(result, tuple) and len(result) == 2:
+        x, y = (np.asarray(a) for a in result)
+        y, names = _labels_and_names(y, ref)
+        x = x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x
+        return Dataset({"input": x}, y, names, ref)
+    raise InputError(f"data function {ref} must return a Dataset or (x, y), got {type(result).__name__}")

@@ -1,0 +1,134 @@
+"""Inference backends: one callable per (artifact, backend, threads) that maps named numpy inputs to logits.
+
+Backends register by name; the evaluator, the exporter's verification and the benchmarks all reach them through
+:func:`make_runner`, so every number is measured through the same code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import ModelArtifact
+from ..errors import BackendUnavailable, InputError
+
+RunnerFactory = Callable[[ModelArtifact, int], "Runner"]
+BACKENDS: dict[str, RunnerFactory] = {}
+
+
+def register_backend(name: str) -> Callable[[RunnerFactory], RunnerFactory]:
+    def decorate(factory: RunnerFactory) -> RunnerFactory:
+        BACKENDS[name] = factory
+        return factory
+
+    return decorate
+
+
+@dataclass
+class Runner:
+    """``runner(batch)`` → logits (n, classes) as float32 numpy. ``input_names`` is the order the model takes."""
+
+    backend: str
+    threads: int
+    input_names: tuple[str, ...]
+    call: Callable[[dict[str, np.ndarray]], np.ndarray]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        if len(batch) == 1 and len(self.input_names) == 1 and self.input_names[0] not in batch:
+            batch = {self.input_names[0]: next(iter(batch.values()))}
+        return self.call(batch)
+
+
+def make_runner(artifact: ModelArtifact, backend: str, *, threads: int = 1) -> Runner:
+    """Create a runner. ``threads`` is the intra-op thread count, set identically for every backend."""
+    if threads < 1:
+        raise InputError(f"threads must be ≥ 1, got {threads}")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[backend](artifact, threads)
+
+
+def available_backends() -> list[str]:
+    return list(BACKENDS)
+
+
+def _first_output(out: Any) -> Any:
+    if isinstance(out, dict):
+        return out["logits"] if "logits" in out else next(iter(out.values()))
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out
+
+
+@register_backend("torch")
+def _torch_runner(artifact: ModelArtifact, threads: int) -> Runner:
+    import torch
+
+    if artifact.format != "torch" or artifact.module is None:
+        raise InputError(
+            f"backend torch runs torch models; {artifact.source} is {artifact.format}",
+            hint="use --backend onnxruntime for ONNX models",
+        )
+    torch.set_num_threads(threads)  # process-wide: the torch backend owns the intra-op pool while it runs
+    module = artifact.module.eval()
+    names = tuple(s.name for s in artifact.inputs)
+
+    def call(batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            out = _first_output(module(*[torch.from_numpy(np.ascontiguousarray(batch[n])) for n in names]))
+        return out.float().numpy()
+
+    return Runner("torch", threads, names, call)
+
+
+def ort_session(path: str, *, threads: int, providers: list[str] | None = None) -> Any:
+    """An onnxruntime session with a fixed thread count and full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(path, sess_options=opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+        raise InputError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
+
+
+@register_backend("onnxruntime")
+def _ort_runner(artifact: ModelArtifact, threads: int) -> Runner:
+    if artifact.format != "onnx" or artifact.path is None:
+        raise InputError(
+            f"backend onnxruntime runs ONNX models; {artifact.source} is {artifact.format}",
+            hint="export it first (modelpress export MODEL --format onnx) or use --backend torch",
+        )
+    from ..onnx_utils import load_onnx
+
+    load_onnx(artifact.path, with_data=False)  # external data checked before onnxruntime reads it
+    session = ort_session(str(artifact.path), threads=threads)
+    names = tuple(i.name for i in session.get_inputs())
+    output = session.get_outputs()[0].name
+
+    def call(batch: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(session.run([output], {n: batch[n] for n in names})[0], dtype=np.float32)
+
+    return Runner("onnxruntime", threads, names, call)
+
+
+@register_backend("tensorrt")
+def _tensorrt_runner(artifact: ModelArtifact, threads: int) -> Runner:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable(
+            "backend tensorrt needs the TensorRT Python package and a CUDA GPU",
+            hint="pip install 'modelpress[tensorrt]' on a machine with an NVIDIA GPU",
+        ) from None
+    raise BackendUnavailable("the TensorRT runner is not available in this build", hint="use onnxruntime")

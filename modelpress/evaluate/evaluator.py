@@ -1,0 +1,143 @@
+"""Judge any artifact on a dataset: metrics, fidelity to a reference, latency and footprint.
+
+The evaluator never imports ``compress/``: it judges whatever it is given, on the backends that can run it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import progress
+from ..artifacts import ModelArtifact, check_inputs
+from ..data import Dataset
+from ..errors import InputError
+from .backends import BACKENDS, make_runner
+from .footprint import footprint
+from .latency import LatencyConfig, measure_cold_start, measure_latency
+from .metrics import classification_metrics, fidelity, to_probabilities
+
+NATIVE_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
+BACKEND_FORMATS = {"torch": ("torch",), "onnxruntime": ("onnx",), "tensorrt": ("tensorrt", "onnx")}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to measure. Latency uses the same ``threads`` on every backend."""
+
+    backends: tuple[str, ...] = ()  # empty: the artifact's native backend only
+    batch_sizes: tuple[int, ...] = (1, 32)
+    threads: int = 1
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    predict_batch_size: int = 256
+    measure_latency: bool = True
+
+    def __post_init__(self) -> None:
+        for b in self.backends:
+            if b not in BACKENDS:
+                raise InputError(f"evaluate.backends: unknown backend {b!r}", hint=f"use one of {', '.join(BACKENDS)}")
+        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
+            raise InputError(f"evaluate.batch_sizes must be integers ≥ 1, got {list(self.batch_sizes)}")
+        if self.threads < 1:
+            raise InputError(f"evaluate.threads must be ≥ 1, got {self.threads}")
+        if self.predict_batch_size < 1:
+            raise InputError(f"evaluate.predict_batch_size must be ≥ 1, got {self.predict_batch_size}")
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    fidelity: dict[str, Any] | None
+    latency: list[dict[str, Any]]
+    footprint: dict[str, Any]
+    logits: np.ndarray
+    probabilities: np.ndarray
+    latency_samples: dict[str, np.ndarray]
+    notes: list[str]
+
+    def as_stage_fields(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "fidelity": self.fidelity, "latency": self.latency,
+                "footprint": self.footprint}
+
+
+def native_backend(artifact: ModelArtifact) -> str:
+    return NATIVE_BACKEND[artifact.format]
+
+
+def predict(artifact: ModelArtifact, data: Dataset, *, backend: str | None = None, threads: int = 1,
+            batch_size: int = 256) -> np.ndarray:
+    """Raw model outputs for every sample, in order, computed in bounded batches."""
+    backend = backend or native_backend(artifact)
+    first = next(data.batches(1))[0]
+    check_inputs(artifact.inputs, first, model=artifact.source)
+    if data.n_classes > artifact.n_classes:
+        raise InputError(
+            f"data {data.source} has {data.n_classes} classes but model {artifact.source} outputs {artifact.n_classes}"
+        )
+    runner = make_runner(artifact, backend, threads=threads)
+    outputs = []
+    with progress.bar(len(data), f"predict {backend}", unit="sample") as bar:
+        for batch, _ in data.batches(batch_size):
+            out = runner(batch)
+            outputs.append(out.reshape(len(out), -1))
+            bar.update(len(out))
+    logits = np.concatenate(outputs)
+    if len(logits) != len(data):
+        raise InputError(f"model {artifact.source} returned {len(logits)} rows for {len(data)} samples")
+    return logits
+
+
+def _latency_batch(data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
+    """The first ``batch_size`` samples, tiled when the dataset is smaller (latency needs a full batch)."""
+    reps = -(-batch_size // len(data))
+    return {k: np.ascontiguousarray(np.concatenate([v] * reps)[:batch_size]) for k, v in data.inputs.items()}
+
+
+def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | None = None,
+             reference_logits: np.ndarray | None = None, reference_name: str | None = None) -> EvalResult:
+    """Metrics on ``data``, fidelity vs ``reference_logits`` (outputs of the original model on the same data),
+    latency per backend × batch size, and the footprint."""
+    config = config or EvalConfig()
+    notes: list[str] = []
+    main_backend = native_backend(artifact)
+    logits = predict(artifact, data, backend=main_backend, threads=config.threads,
+                     batch_size=config.predict_batch_size)
+    probs, score_kind = to_probabilities(logits, n_classes=artifact.n_classes)
+    if score_kind != "softmax(logits)":
+        notes.append(f"scores are {score_kind}")
+    metrics = classification_metrics(data.y, probs, n_classes=artifact.n_classes,
+                                     class_names=list(artifact.class_names or data.class_names))
+    fid = None
+    if reference_logits is not None:
+        fid = fidelity(reference_logits, logits, n_classes=artifact.n_classes)
+        fid = {"reference": reference_name, **fid}
+    latency: list[dict[str, Any]] = []
+    samples: dict[str, np.ndarray] = {}
+    if config.measure_latency:
+        for backend in config.backends or (main_backend,):
+            if artifact.format not in BACKEND_FORMATS.get(backend, ()):
+                notes.append(f"latency on {backend} skipped: it does not run {artifact.format} models")
+                continue
+            for bs in config.batch_sizes:
+                stats, s = time_backend(artifact, data, backend=backend, batch_size=int(bs), threads=config.threads,
+                                        latency=config.latency)
+                latency.append(stats)
+                samples[f"{backend}::b{bs}"] = s
+    return EvalResult(metrics, fid, latency, footprint(artifact), logits, probs, samples, notes)
+
+
+def time_backend(artifact: ModelArtifact, data: Dataset, *, backend: str, batch_size: int, threads: int,
+                 latency: LatencyConfig) -> tuple[dict[str, Any], np.ndarray]:
+    """Cold start (runner creation + first call) then warm latency of ``runner(batch)``."""
+    batch = _latency_batch(data, batch_size)
+
+    def make() -> Any:
+        runner = make_runner(artifact, backend, threads=threads)
+        return lambda: runner(batch)
+
+    cold_ms, fn = measure_cold_start(make)
+    with progress.bar(None, f"latency {backend} b{batch_size}", unit="call") as bar:
+        return measure_latency(fn, config=latency, batch_size=batch_size, threads=threads, backend=backend,
+                               cold_start_ms=cold_ms, progress=bar)
