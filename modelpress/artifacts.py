@@ -132,7 +132,7 @@ class ModelArtifact:
             except ValueError:
                 shown = path
         return {
-            "path": str(shown) if shown is not None else None,
+            "path": str(shown) if shown is not None else self.source,  # an unsaved model: its reference
             "format": self.format,
             "sha256": sha256_file(files[0]) if files else None,
             "size_bytes": self.size_bytes(),

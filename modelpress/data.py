@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from .errors import InputError
 from .io import sha256_arrays
 
 SPLITS = ("train", "test", "all")
+PY_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # pkg.module:callable (trusted code the user names)
 DEFAULT_TEST_SIZE = 0.25
 DEFAULT_SEED = 0
 
@@ -166,7 +168,7 @@ def load_data(
         if not path.is_file():
             raise InputError(f"data path {base} is not a file")
         loader = _SUFFIXES[suffix]
-    elif ":" in base and "/" not in base.split(":", 1)[0]:
+    elif PY_REF.match(base):
         loader = _load_python
     else:
         known = ", ".join([f"{s}:NAME" for s in _SCHEMES] + [f"*{s}" for s in _SUFFIXES] + ["pkg.module:fn"])
@@ -286,6 +288,8 @@ def _load_csv(ref: str, *, label_column: str = "label", **_: object) -> Dataset:
         except ValueError:
             bad = next(v for i, v in enumerate(row) if i != li and not _is_float(v))
             raise InputError(f"{ref}:{line_no}: non-numeric feature value {bad!r}") from None
+    if not labels:
+        raise InputError(f"data {ref} is empty: 0 samples", hint="pass a non-empty dataset")
     y, names = _labels_and_names(np.asarray(labels), ref)
     if all(_is_float(v) for v in labels):
         y, names = _labels_and_names(np.asarray([float(v) for v in labels]), ref)

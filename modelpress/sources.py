@@ -12,14 +12,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import pickle
-import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .artifacts import MANIFEST, InputSpec, ModelArtifact, apply_transforms, read_manifest
-from .data import Dataset
+from .data import PY_REF, Dataset
 from .errors import InputError
 
 ModelLoader = Callable[..., ModelArtifact]
@@ -65,7 +64,7 @@ def load_model(
         return _SUFFIXES[path.suffix.lower()](ref, data=data, weights=weights, **options)
     if path.is_dir():
         return _load_folder(path, trust_checkpoint=trust_checkpoint)
-    if _PY_REF.match(ref):
+    if PY_REF.match(ref):
         return _load_factory(ref, data=data, weights=weights, trust_checkpoint=trust_checkpoint)
     if path.suffix or "/" in ref:
         raise InputError(f"model {ref} does not exist or has an unknown type", hint=_KNOWN)
@@ -75,7 +74,6 @@ def load_model(
 _KNOWN = "use zoo:NAME, pkg.module:factory[@weights.safetensors], hf:DIR, model.onnx or a modelpress artifact folder"
 
 
-_PY_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def _need_data(ref: str, data: Dataset | None) -> Dataset:

@@ -122,8 +122,17 @@ def _ort_runner(artifact: ModelArtifact, threads: int) -> Runner:
     return Runner("onnxruntime", threads, names, call)
 
 
-@register_backend("tensorrt")
-def _tensorrt_runner(artifact: ModelArtifact, threads: int) -> Runner:
+AVAILABILITY: dict[str, Callable[[], None]] = {}
+
+
+def require_backend(name: str) -> None:
+    """Raise BackendUnavailable (exit 3) when an explicitly requested backend cannot run on this machine."""
+    check = AVAILABILITY.get(name)
+    if check is not None:
+        check()
+
+
+def _require_tensorrt() -> None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -131,4 +140,12 @@ def _tensorrt_runner(artifact: ModelArtifact, threads: int) -> Runner:
             "backend tensorrt needs the TensorRT Python package and a CUDA GPU",
             hint="pip install 'modelpress[tensorrt]' on a machine with an NVIDIA GPU",
         ) from None
+
+
+AVAILABILITY["tensorrt"] = _require_tensorrt
+
+
+@register_backend("tensorrt")
+def _tensorrt_runner(artifact: ModelArtifact, threads: int) -> Runner:
+    _require_tensorrt()
     raise BackendUnavailable("the TensorRT runner is not available in this build", hint="use onnxruntime")

@@ -14,7 +14,7 @@ from .. import progress
 from ..artifacts import ModelArtifact, check_inputs
 from ..data import Dataset
 from ..errors import InputError
-from .backends import BACKENDS, make_runner
+from .backends import BACKENDS, make_runner, require_backend
 from .footprint import footprint
 from .latency import LatencyConfig, measure_cold_start, measure_latency
 from .metrics import classification_metrics, fidelity, to_probabilities
@@ -100,6 +100,8 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
     """Metrics on ``data``, fidelity vs ``reference_logits`` (outputs of the original model on the same data),
     latency per backend × batch size, and the footprint."""
     config = config or EvalConfig()
+    for backend in config.backends:
+        require_backend(backend)
     notes: list[str] = []
     main_backend = native_backend(artifact)
     logits = predict(artifact, data, backend=main_backend, threads=config.threads,

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from modelpress.errors import InputError
+from modelpress.sources import load_model, read_state_dict
+from modelpress.zoo import ZOO
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_models_build_and_give_logits(name, digits):
+    _, test = digits
+    artifact = load_model(f"zoo:{name}", data=test)
+    out = artifact.module(torch.from_numpy(test.inputs["input"][:5]))
+    assert out.shape == (5, 10)
+    assert artifact.inputs[0].shape == (None, 64)
+
+
+def test_zoo_errors(digits):
+    _, test = digits
+    with pytest.raises(InputError, match="unknown zoo model 'resnet'.*choose one of"):
+        load_model("zoo:resnet", data=test)
+    with pytest.raises(InputError, match="needs data"):
+        load_model("zoo:mlp")
+    with pytest.raises(InputError, match="unknown model reference"):
+        load_model("banana")
+    with pytest.raises(InputError, match="cannot import 'no_such_pkg.models'"):
+        load_model("no_such_pkg.models:make", data=test)
+
+
+def test_artifact_roundtrip_reproduces_outputs(trained_cnn, digits):
+    artifact, folder = trained_cnn
+    _, test = digits
+    again = load_model(str(folder))
+    x = torch.from_numpy(test.inputs["input"][:16])
+    with torch.inference_mode():
+        np.testing.assert_array_equal(artifact.module(x).numpy(), again.module(x).numpy())
+    assert again.builder["kwargs"]["channels"] == [8, 16]
+
+
+def test_weights_mismatch_lists_keys_and_shapes(tmp_path, digits):
+    from safetensors.torch import save_file
+
+    _, test = digits
+    state = load_model("zoo:mlp", data=test, kwargs={"hidden": [16]}).module.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    with pytest.raises(InputError, match=r"do not match the model: .*missing.*shape \(1.weight: model \(128, 64\) vs file \(16, 64\)"):
+        load_model(f"zoo:mlp@{tmp_path / 'w.safetensors'}", data=test)
+
+
+def test_truncated_safetensors(tmp_path, trained_mlp):
+    _, folder = trained_mlp
+    data = (folder / "model.safetensors").read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_state_dict(bad)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/modelpress-pwned-$PPID",))
+
+
+def test_pickle_with_code_payload_is_refused_and_never_runs(tmp_path):
+    marker = f"/tmp/modelpress-pwned-{os.getpid()}"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"w": _Payload()}, handle)
+    with pytest.raises(InputError, match=r"refused.*it was not run; save a state_dict or safetensors"):
+        read_state_dict(path)
+    assert not os.path.exists(marker)
+
+
+def test_whole_module_pickle_is_refused(tmp_path):
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with pytest.raises(InputError, match="save a state_dict or safetensors"):
+        read_state_dict(path)
+
+
+def test_state_dict_pt_loads_and_checkpoint_wrapper_unwraps(tmp_path):
+    state = torch.nn.Linear(2, 2).state_dict()
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pt")
+    loaded = read_state_dict(tmp_path / "ckpt.pt")
+    assert set(loaded) == {"weight", "bias"}
+
+
+def test_truncated_pt(tmp_path):
+    torch.save(torch.nn.Linear(20, 20).state_dict(), tmp_path / "w.pt")
+    raw = (tmp_path / "w.pt").read_bytes()
+    (tmp_path / "w.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_state_dict(tmp_path / "w.pt")
