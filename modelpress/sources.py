@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pickle
-import zipfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,23 +179,25 @@ def read_state_dict(path: str | Path, *, trust_checkpoint: bool = False) -> dict
     if not path.is_file():
         raise InputError(f"weights path {path} is not a file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise InputError(f"{path} is truncated or corrupt ({exc})") from None
+        except Exception as exc:  # SafetensorError, OSError, ValueError, … all mean a damaged file
+            raise InputError(f"{path} is truncated or corrupt ({_first_line(exc)})") from None
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=not trust_checkpoint)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol warnings on corrupt files; the error below says it all
+            obj = torch.load(str(path), map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights only" not in str(exc).lower() and "unsupported global" not in str(exc).lower():
+            raise InputError(f"{path} is truncated or corrupt ({_first_line(exc)})") from None
         raise InputError(
-            f"{path} is a pickle that torch.load(weights_only=True) refused ({first[:160]}); it was not run",
+            f"{path} is a pickle that torch.load(weights_only=True) refused ({_first_line(exc)}); it was not run",
             hint="save a state_dict or safetensors (or pass --trust-checkpoint for a file you made yourself)",
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{path} is truncated or corrupt ({str(exc).splitlines()[0][:160]})") from None
+    except Exception as exc:  # a corrupt file surfaces as EOFError, RuntimeError, UnicodeDecodeError, IndexError, …
+        raise InputError(f"{path} is truncated or corrupt ({_first_line(exc)})") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj.get(key), dict):
@@ -206,6 +208,11 @@ def read_state_dict(path: str | Path, *, trust_checkpoint: bool = False) -> dict
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(f"{path} is not a state_dict of tensors", hint="save a state_dict or safetensors")
     return obj
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
 
 
 def load_weights_into(module: Any, weights: str | Path, *, trust_checkpoint: bool = False) -> None:

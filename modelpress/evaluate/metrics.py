@@ -78,6 +78,25 @@ def to_probabilities(scores: np.ndarray, *, n_classes: int) -> tuple[np.ndarray,
     return exp / exp.sum(axis=1, keepdims=True), "softmax(logits)"
 
 
+def log_probabilities(scores: np.ndarray, *, n_classes: int) -> np.ndarray:
+    """Log class probabilities, computed without rounding confident outputs to exactly 0 or 1.
+
+    Softmax in float64 saturates: two logits margins of 37 and 1400 both become probability 1.0, a tie that lowers
+    ROC-AUC although the model ranked them correctly. ``log_softmax`` keeps the order, so ROC-AUC is computed from
+    these (monotone in the probabilities, so equal to scikit-learn's result wherever nothing saturates).
+    """
+    probs, note = to_probabilities(scores, n_classes=n_classes)
+    arr = np.asarray(scores, dtype=np.float64)
+    if note == "probabilities":
+        with np.errstate(divide="ignore"):
+            return np.log(probs)
+    if note == "sigmoid(logit)":
+        z = arr.reshape(-1)
+        return np.column_stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])
+    shifted = arr - arr.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def _as_labels(y_true: Any, n_classes: int) -> np.ndarray:
     arr = np.asarray(y_true)
     if arr.ndim != 1:
@@ -103,7 +122,7 @@ def _as_labels(y_true: Any, n_classes: int) -> np.ndarray:
 
 
 def _roc_auc(
-    y_true: np.ndarray, probs: np.ndarray, n_classes: int, names: list[str]
+    y_true: np.ndarray, log_probs: np.ndarray, n_classes: int, names: list[str]
 ) -> tuple[float | None, str | None]:
     present = np.unique(y_true)
     if len(present) < 2:
@@ -113,7 +132,8 @@ def _roc_auc(
             "so there are no negatives to rank against"
         )
     if n_classes == 2:
-        return float(skm.roc_auc_score(y_true, probs[:, 1])), None
+        # log-odds of the positive class: the same ranking as p[:, 1], without float saturation ties
+        return float(skm.roc_auc_score(y_true, log_probs[:, 1] - log_probs[:, 0])), None
     absent = sorted(set(range(n_classes)) - {int(c) for c in present})
     if absent:
         listed = ", ".join(f"{c} ({names[c]!r})" for c in absent)
@@ -121,10 +141,10 @@ def _roc_auc(
             f"ROC-AUC (one-vs-rest macro) is undefined: class{'es' if len(absent) > 1 else ''} {listed} "
             f"{'have' if len(absent) > 1 else 'has'} no samples in y_true"
         )
-    # scikit-learn checks rows sum to 1 with a tighter tolerance than PROBABILITY_ATOL; renormalise a copy.
-    normed = probs / probs.sum(axis=1, keepdims=True)
-    labels = list(range(n_classes))
-    return float(skm.roc_auc_score(y_true, normed, multi_class="ovr", average="macro", labels=labels)), None
+    # One-vs-rest macro, exactly as scikit-learn's multi_class="ovr": the mean of each class's binary AUC, here
+    # ranked by log-probabilities (same order as probabilities, no saturation ties).
+    per_class = [skm.roc_auc_score((y_true == c).astype(int), log_probs[:, c]) for c in range(n_classes)]
+    return float(np.mean(per_class)), None
 
 
 def classification_metrics(
@@ -138,8 +158,8 @@ def classification_metrics(
 
     Args:
         y_true: ``(n,)`` integer class indices in ``[0, n_classes)``.
-        y_score: ``(n, n_classes)`` probabilities. Logits are accepted too and go through
-            :func:`to_probabilities` (argmax is unchanged; one-vs-rest ROC-AUC needs probabilities).
+        y_score: ``(n, n_classes)`` probabilities or logits. Pass logits where you have them: ROC-AUC is ranked
+            by log-probabilities, and logits keep the ranking of very confident outputs that probabilities lose.
         n_classes: Number of classes; fixes the label set so absent classes still count in macro averages.
         class_names: Optional names, one per class, used in ``per_class`` and in ROC-AUC reasons.
 
@@ -187,7 +207,9 @@ def classification_metrics(
     for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
         for average in ("macro", "weighted"):
             out[f"{name}_{average}"] = float(fn(labels_arr, y_pred, average=average, **common))
-    out["roc_auc"], out["roc_auc_reason"] = _roc_auc(labels_arr, probs, n_classes, names)
+    out["roc_auc"], out["roc_auc_reason"] = _roc_auc(
+        labels_arr, log_probabilities(score_arr, n_classes=n_classes), n_classes, names
+    )
     prec, rec, f1, support = skm.precision_recall_fscore_support(labels_arr, y_pred, average=None, **common)
     out["per_class"] = [
         {"index": i, "name": names[i], "precision": float(prec[i]), "recall": float(rec[i]),
