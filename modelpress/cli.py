@@ -170,6 +170,36 @@ def _slug(ref: str) -> str:
     return keep.strip("-.") or "model"
 
 
+def _tensorrt_options(fn: Any) -> Any:
+    """Options of ``export --format tensorrt``; their names are ExportConfig fields."""
+    options = [
+        click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+                     help="TensorRT precision; int8 from a Q/DQ model, else calibrated on --data's train split."),
+        click.option("--min-batch", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="TensorRT profile: smallest batch."),
+        click.option("--opt-batch", type=click.IntRange(min=1), default=32, show_default=True,
+                     help="TensorRT profile: batch the kernels are tuned for."),
+        click.option("--max-batch", type=click.IntRange(min=1), default=256, show_default=True,
+                     help="TensorRT profile: largest batch."),
+        click.option("--min-seq-len", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="TensorRT profile range of dynamic non-batch axes (text inputs)."),
+        click.option("--opt-seq-len", type=click.IntRange(min=1), default=128, show_default=True),
+        click.option("--max-seq-len", type=click.IntRange(min=1), default=512, show_default=True),
+        click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True,
+                     help="TensorRT builder workspace limit (MiB)."),
+        click.option("--timing-cache", help="TensorRT timing cache file: reused when it matches, then updated."),
+        click.option("--trt-atol", type=click.FloatRange(min=0),
+                     help="Engine vs onnxruntime abs tolerance (default by precision: fp32 1e-3, fp16 1e-2, "
+                          "int8 0.25 × max |logit|)."),
+        click.option("--trt-rtol", type=click.FloatRange(min=0), help="Engine vs onnxruntime rel tolerance."),
+        click.option("--trt-min-top1", type=click.FloatRange(0, 1),
+                     help="Minimum top-1 agreement with onnxruntime (default: int8 0.99)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
@@ -180,6 +210,7 @@ def _slug(ref: str) -> str:
 @click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True)
+@_tensorrt_options
 @click.option("--data", "data_ref", help="Data to size zoo/factory models and to verify on.")
 @click.option("--weights", help="Weights for zoo:/factory models.")
 @click.option("--label-column", default="label", show_default=True)
@@ -189,17 +220,21 @@ def _slug(ref: str) -> str:
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
 def export(model: str, fmt: str, opset: int, dynamic_batch: bool, verify: bool, atol: float, rtol: float,
            exporter: str, data_ref: str | None, weights: str | None, label_column: str, threads: int, out: Path,
-           force: bool, trust_checkpoint: bool) -> None:
+           force: bool, trust_checkpoint: bool, **tensorrt_options: Any) -> None:
     """Export MODEL to ONNX (or TensorRT), check it and verify its outputs against torch.
+
+    With --format tensorrt the verified ONNX model is built into a TensorRT engine (needs the tensorrt extra and
+    an NVIDIA GPU; exit 3 without them) whose outputs are checked against onnxruntime.
 
     \b
     Example:
       modelpress export zoo:cnn@model.safetensors --data sklearn:digits -o out/cnn-onnx
+      modelpress export out/cnn-onnx --format tensorrt --precision fp16 --data sklearn:digits -o out/cnn-trt
     """
     from .compress.export import ExportConfig
 
     config = ExportConfig(format=fmt, opset=opset, dynamic_batch=dynamic_batch, verify=verify, atol=atol, rtol=rtol,
-                          exporter=exporter)
+                          exporter=exporter, **tensorrt_options)
     artifact, notes = run_single_stage(config, model, data=data_ref, weights=weights, out=out, force=force,
                                        threads=threads, label_column=label_column, trust_checkpoint=trust_checkpoint)
     for note in notes:
@@ -208,50 +243,352 @@ def export(model: str, fmt: str, opset: int, dynamic_batch: bool, verify: bool, 
     if v:
         click.echo(f"verified: max abs diff {v['max_abs_diff']:.3g}, max rel diff {v['max_rel_diff']:.3g}, "
                    f"top-1 agreement {v['top1_agreement']:.4f} on {v['n_samples']} samples")
+    engine = artifact.metadata.get("tensorrt") if artifact.format == "tensorrt" else None
+    if engine:
+        click.echo(f"engine: TensorRT {engine['version']} {engine['precision']} on {engine['gpu']} "
+                   f"(compute capability {engine['compute_capability']}), built in {engine['build_s']:.1f} s")
     click.echo(f"wrote {artifact.path}")
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
-def report(run_dir: Path, fmt: str) -> None:
-    """Print the report of RUN_DIR (a run folder or its report.json) as Markdown or JSON.
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write to this file (atomically) instead of stdout.")
+def report(run_dir: Path, fmt: str, output: Path | None) -> None:
+    """Print the report of RUN_DIR (a run folder or its report.json) as Markdown, HTML or JSON.
+
+    HTML is one self-contained page (plots embedded); ROC curves need the run's predictions.npz.
 
     \b
     Example:
-      modelpress report reports/demo --format md
+      modelpress report reports/digits --format html -o digits.html
     """
+    from .io import write_text
     from .reports import load_report, render_markdown
 
     loaded = load_report(run_dir)
-    click.echo(render_markdown(loaded) if fmt == "md" else json.dumps(loaded, indent=2))
+    if fmt == "html":
+        from .reports.html import load_predictions, render_html
+
+        text = render_html(loaded, predictions=load_predictions(run_dir))
+    else:
+        text = render_markdown(loaded) if fmt == "md" else json.dumps(loaded, indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if output.is_dir():
+        raise InputError(f"output {output} is a folder", hint="give a file path")
+    folder = run_dir if run_dir.is_dir() else run_dir.parent
+    if output.resolve() in {(folder / n).resolve() for n in ("report.json", "predictions.npz")}:
+        raise InputError(f"output {output} would overwrite the run's own data", hint="write it elsewhere")
+    write_text(output, text)
+    click.echo(f"wrote {output}", err=True)
 
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
-@click.option("--epochs", type=click.IntRange(1, 200), default=15, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 200), help="Override the train stage's epochs.")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse finished stages of OUT/digits/.")
 @_threads_option
-def demo(out: Path, epochs: int, threads: int) -> None:
-    """Train zoo:cnn on sklearn digits, export it to ONNX, evaluate torch vs onnxruntime, write OUT/demo/.
+def demo(out: Path, epochs: int | None, resume: bool, threads: int) -> None:
+    """Run the bundled examples/digits.yaml: train a CNN on sklearn digits, compress it, write OUT/digits/.
 
     \b
     Example:
-      modelpress demo && cat reports/demo/report.md
+      modelpress demo && open reports/digits/report.html
     """
-    from .compress.export import ExportConfig
-    from .compress.train import TrainConfig
-    from .evaluate.evaluator import EvalConfig
-    from .pipeline import DataSpec, PipelineSpec, run_pipeline
-    from .reports import render_markdown
+    import dataclasses
 
-    spec = PipelineSpec(
-        name="demo", model="zoo:cnn", data=DataSpec(eval="sklearn:digits"),
-        stages=(TrainConfig(epochs=epochs), ExportConfig()),
-        evaluate=EvalConfig(batch_sizes=(1, 32), threads=threads),
-    )
-    result = run_pipeline(spec, out_dir=out / "demo")
-    click.echo(render_markdown(result))
-    click.echo(f"report: {out / 'demo' / 'report.json'}", err=True)
+    from .pipeline import execute_pipeline, load_spec
+
+    spec = load_spec(_bundled_example("digits.yaml"))
+    if epochs is not None:
+        stages = tuple(dataclasses.replace(c, epochs=epochs) if c.kind == "train" else c for c in spec.stages)
+        spec = dataclasses.replace(spec, stages=stages)
+    spec = dataclasses.replace(spec, evaluate=dataclasses.replace(spec.evaluate, threads=threads))
+    outcome = execute_pipeline(spec, out_dir=out / spec.name, resume=resume)
+    _print_outcome(outcome)
+
+
+def _bundled_example(name: str) -> Path:
+    """An example pipeline shipped inside the package (modelpress/examples/, a copy of the repo's examples/)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("modelpress") / "examples" / name))
+    if not path.is_file():
+        raise InputError(f"the bundled example {name} is missing from this installation", hint="reinstall modelpress")
+    return path
+
+
+@cli.command()
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--baseline-stage", metavar="NAME", help="Stage of BASELINE to compare (default: its last stage).")
+@click.option("--candidate-stage", metavar="NAME", help="Stage of CANDIDATE to compare (default: its last stage).")
+@click.option("--max-accuracy-drop", metavar="PTS|PCT%",
+              help="Fail if accuracy falls by more than PTS percentage points (1.5) or PCT% of the baseline's value "
+                   "(2%) AND the fall is significant (exact McNemar test).")
+@click.option("--max-f1-drop", metavar="PTS|PCT%", help="The same for macro F1 (paired bootstrap CI).")
+@click.option("--max-auc-drop", metavar="PTS|PCT%", help="The same for ROC-AUC (paired bootstrap CI).")
+@click.option("--max-latency-ratio", type=float, metavar="F",
+              help="Fail if candidate/baseline median latency has a 95% CI lower bound above F (1.1 = 10% slower).")
+@click.option("--max-size-bytes", type=int, metavar="N", help="Fail if the candidate artifact exceeds N bytes.")
+@click.option("--max-size-ratio", type=float, metavar="F", help="Fail if candidate/baseline size exceeds F.")
+@click.option("--min-fidelity", metavar="F|PCT%",
+              help="Fail if top-1 agreement with the baseline is significantly below F (0.99 or 99%).")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level of every test.")
+@click.option("--force-latency", is_flag=True,
+              help="Gate latency even when the runs differ in CPU, CPU flags, threads or runtime versions.")
+@click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed (results are reproducible).")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML (one test per gate).")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path),
+              help="Write the comparison as Markdown (PR comment, $GITHUB_STEP_SUMMARY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout instead of Markdown.")
+def compare(baseline: Path, candidate: Path, baseline_stage: str | None, candidate_stage: str | None,
+            max_accuracy_drop: str | None, max_f1_drop: str | None, max_auc_drop: str | None,
+            max_latency_ratio: float | None, max_size_bytes: int | None, max_size_ratio: float | None,
+            min_fidelity: str | None, alpha: float, force_latency: bool, n_boot: int, seed: int,
+            junit_path: Path | None, markdown_path: Path | None, as_json: bool) -> None:
+    """Compare CANDIDATE with BASELINE (report.json files or run folders); exit 1 when a gate fails.
+
+    A metric gate fails only when the drop exceeds its limit AND is statistically significant at --alpha, on the
+    paired per-sample predictions in predictions.npz; a latency gate only when the ratio's 95% CI lies above the
+    limit, and only between runs on the same CPU, threads and runtime versions (else skipped, see --force-latency).
+
+    \b
+    Example:
+      modelpress compare reports/main reports/pr --max-accuracy-drop 1 --max-latency-ratio 1.1 \\
+          --junit gates.xml --markdown gates.md
+    """
+    from .reports import GateConfig, compare_runs, render_comparison_markdown, write_comparison_markdown, write_junit
+
+    gates = GateConfig.from_mapping({
+        "max_accuracy_drop": max_accuracy_drop, "max_f1_drop": max_f1_drop, "max_auc_drop": max_auc_drop,
+        "max_latency_ratio": max_latency_ratio, "max_size_bytes": max_size_bytes, "max_size_ratio": max_size_ratio,
+        "min_fidelity": min_fidelity, "alpha": alpha, "force_latency": force_latency, "n_boot": n_boot, "seed": seed,
+    })
+    _check_compare_outputs([p for p in (junit_path, markdown_path) if p is not None], [baseline, candidate])
+    comparison = compare_runs(baseline, candidate, gates=gates, baseline_stage=baseline_stage,
+                              candidate_stage=candidate_stage)
+    if junit_path is not None:
+        write_junit(comparison, junit_path)
+    if markdown_path is not None:
+        write_comparison_markdown(comparison, markdown_path)
+    if as_json:
+        click.echo(comparison.to_json())
+    else:
+        click.echo(render_comparison_markdown(comparison), nl=False)
+    comparison.raise_for_gates()
+    click.echo(f"compare: {comparison.summary()}", err=True)
+
+
+def _check_compare_outputs(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """Refuse an output that is a folder, an input report or its predictions, or the other output."""
+    from .reports import PREDICTIONS_FILENAME, REPORT_FILENAME
+
+    protected = set()
+    for given in inputs:
+        folder = given if given.is_dir() else given.parent
+        protected |= {(folder / REPORT_FILENAME).resolve(), (folder / PREDICTIONS_FILENAME).resolve(),
+                      given.resolve()}
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise InputError(f"--junit and --markdown are the same file {outputs[0]}", hint="give two different paths")
+    for out in outputs:
+        if out.is_dir():
+            raise InputError(f"output {out} is a folder", hint="give a file path")
+        if out.resolve() in protected:
+            raise InputError(f"output {out} is one of the compared reports' files", hint="write it elsewhere")
+
+
+@cli.command("run")
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+              help="Reports folder; the run goes to OUT/<name>/.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Reuse stages whose inputs are unchanged; --no-resume recomputes and re-measures everything.")
+@click.option("--dry-run", is_flag=True, help="Validate the spec, data and model, print the plan; run nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def run_command(pipeline: Path, out: Path, resume: bool, dry_run: bool, quiet: bool) -> None:
+    """Run the stages of PIPELINE (YAML) in order; evaluate each; write OUT/<name>/report.html/.md/.json.
+
+    Everything is validated before any stage runs. A stage whose inputs did not change is reused; an interrupted
+    run resumes at the first unfinished stage. Exit 1 when a gate in the spec fails.
+
+    \b
+    Example:
+      modelpress run examples/digits.yaml --dry-run
+      modelpress run examples/digits.yaml && open reports/digits/report.html
+    """
+    from . import progress
+    from .pipeline import execute_pipeline, load_spec, plan_pipeline
+
+    if quiet:
+        progress.set_quiet(True)
+    spec = load_spec(pipeline)
+    run_dir = out / spec.name
+    if dry_run:
+        data, items = plan_pipeline(spec, out_dir=run_dir, resume=resume)
+        click.echo(f"pipeline {spec.name} ({pipeline}) -> {run_dir}")
+        click.echo(f"model: {spec.model}" + (f" (weights {spec.weights})" if spec.weights else ""))
+        roles = [("eval", data.eval), ("train", data.train), ("calibration", data.calibration)]
+        for role, ds in roles:
+            if ds is not None:
+                click.echo(f"data {role}: {ds.source} ({ds.split}), {len(ds)} samples, {ds.n_classes} classes")
+        ev = spec.evaluate
+        latency = "off" if not ev.measure_latency else f"min {ev.latency.min_calls} calls / {ev.latency.min_s:g} s"
+        click.echo(f"evaluate: backends {', '.join(ev.backends) or 'native'}; batch sizes "
+                   f"{', '.join(map(str, ev.batch_sizes))}; threads {ev.threads}; latency {latency}")
+        for item in items:
+            params = ", ".join(f"{k}={v}" for k, v in item.params.items())
+            flag = " (optional)" if item.optional else ""
+            click.echo(f"  {item.name:<16} {item.status:<9} {params}{flag}")
+        if spec.gates:
+            click.echo("gates: " + ", ".join(f"{k}={v}" for k, v in spec.gates.items()))
+        click.echo("dry run: nothing was run", err=True)
+        return
+    outcome = execute_pipeline(spec, out_dir=run_dir, resume=resume)
+    _print_outcome(outcome)
+
+
+def _print_outcome(outcome: Any) -> None:
+    """One line per stage (status, time, accuracy, first latency row, size), then where the reports are."""
+    stages = {s["name"]: s for s in outcome.report["stages"]}
+    for item in outcome.stages:
+        stage = stages.get(item.name, {})
+        parts = [f"{item.name:<16} {item.status:<12} {item.seconds:7.1f} s"]
+        accuracy = (stage.get("metrics") or {}).get("accuracy")
+        if accuracy is not None:
+            parts.append(f"accuracy {accuracy * 100:6.2f}%")
+        latency = stage.get("latency") or []
+        if latency and latency[0].get("median_ms") is not None:
+            parts.append(f"p50 {latency[0]['median_ms']:.3g} ms ({latency[0]['backend']} b{latency[0]['batch_size']})")
+        size = (stage.get("footprint") or {}).get("size_bytes")
+        if size:
+            parts.append(f"{size / 1024:.1f} KiB")
+        if item.note:
+            parts.append(item.note)
+        click.echo("  ".join(parts))
+    click.echo(f"report: {outcome.out_dir / 'report.html'} (also report.md, report.json)", err=True)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--method", type=click.Choice(["magnitude", "structured", "2:4"]), required=True,
+              help="magnitude: unstructured zeros; structured: remove channels; 2:4: 2 of every 4 Linear weights.")
+@click.option("--amount", type=float, help="Fraction in (0, 1) of weights (magnitude) or channels (structured).")
+@click.option("--target-macs", type=float, help="Structured only, instead of --amount: MAC ratio to reach, e.g. 0.5.")
+@click.option("--scope", type=click.Choice(["global", "layer"]),
+              help="Rank weights over all layers or per layer [default: global for magnitude, layer for structured].")
+@click.option("--importance", type=click.Choice(["l1", "l2", "taylor"]), default="l1", show_default=True,
+              help="Channel importance for structured pruning (taylor needs --data).")
+@click.option("--steps", type=int, default=1, show_default=True,
+              help="Prune in this many increments, fine-tuning after each.")
+@click.option("--finetune-epochs", type=int, default=0, show_default=True,
+              help="Epochs of fine-tuning after each step (needs --data; masks stay fixed).")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Fine-tune learning rate.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Fine-tune batch size.")
+@click.option("--ignore", multiple=True, help="Layer name to keep whole; repeat for several.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", "data_ref", help="Data to size zoo/factory models and to fine-tune on (its train split).")
+@click.option("--weights", help="Weights for zoo:/factory models.")
+@click.option("--label-column", default="label", show_default=True)
+@_threads_option
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Artifact folder to write.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+def prune(model: str, method: str, amount: float | None, target_macs: float | None, scope: str | None,
+          importance: str, steps: int, finetune_epochs: int, lr: float, batch_size: int, ignore: tuple[str, ...],
+          seed: int, data_ref: str | None, weights: str | None, label_column: str, threads: int, out: Path,
+          force: bool, trust_checkpoint: bool) -> None:
+    """Prune MODEL: zero weights (magnitude, 2:4) or remove channels (structured), optionally fine-tune.
+
+    \b
+    Examples:
+      modelpress prune zoo:cnn@w.safetensors --data sklearn:digits --method structured --amount 0.5 \\
+          --finetune-epochs 3 -o out/cnn-s50
+      modelpress prune out/cnn --method magnitude --amount 0.8 -o out/cnn-m80
+    """
+    from .compress.prune import PruneConfig
+
+    config = PruneConfig(method=method, amount=amount, target_macs=target_macs, scope=scope, importance=importance,
+                         steps=steps, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+                         ignore=tuple(ignore), seed=seed)
+    artifact, notes = run_single_stage(config, model, data=data_ref, weights=weights, out=out, force=force,
+                                       threads=threads, label_column=label_column, trust_checkpoint=trust_checkpoint)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    p = artifact.metadata["pruning"]
+    if p.get("target_sparsity") is not None:
+        click.echo(f"sparsity {p['target_sparsity']:.3f} of {p['pruned_weights']:,} weights in "
+                   f"{len(p['layers'])} layers")
+    mac = f"{p['mac_ratio']:.3f}" if p["mac_ratio"] is not None else "n/a"
+    click.echo(f"params {p['before']['params']:,} -> {p['after']['params']:,} (ratio {p['param_ratio']:.3f}); "
+               f"MAC ratio {mac} (dense kernels; measure wall-clock with `modelpress evaluate`)")
+    click.echo(f"wrote {artifact.path}")
+
+
+@cli.command()
+@click.option("--teacher", required=True, help="Teacher model reference (e.g. zoo:cnn@w.safetensors or a folder).")
+@click.option("--student", required=True, help="Student model reference (zoo:NAME, pkg.module:factory, a folder).")
+@click.option("--student-kwargs", help='JSON widths for a zoo: student, e.g. \'{"hidden": [32]}\'.')
+@click.option("--data", "data_ref", help="Training data (its train split); also sizes zoo/factory models.")
+@click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature T > 0.")
+@click.option("--alpha", type=float, default=0.9, show_default=True,
+              help="Weight in [0, 1] of the soft-target loss (1 - alpha goes to the labels).")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--feature", "features", multiple=True,
+              help="TEACHER_LAYER:STUDENT_LAYER pair of equal output shapes for an MSE feature loss; repeatable.")
+@click.option("--feature-weight", type=float, default=1.0, show_default=True)
+@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+              help="Hold out this share of the training data for early stopping.")
+@click.option("--patience", type=int, default=0, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@_threads_option
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Artifact folder to write.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+def distill(teacher: str, student: str, student_kwargs: str | None, data_ref: str | None, temperature: float,
+            alpha: float, epochs: int, lr: float, batch_size: int, features: tuple[str, ...], feature_weight: float,
+            val_fraction: float, patience: int, seed: int, label_column: str, threads: int, out: Path, force: bool,
+            trust_checkpoint: bool) -> None:
+    """Train STUDENT on TEACHER's softened outputs (Hinton KD) and the labels of DATA.
+
+    \b
+    Example:
+      modelpress distill --teacher zoo:cnn@w.safetensors --student zoo:mlp --student-kwargs '{"hidden": [32]}' \\
+          --data sklearn:digits --epochs 20 -o out/mlp-kd
+    """
+    from .compress.distill import DistillConfig
+
+    kwargs: dict[str, Any] = {}
+    if student_kwargs:
+        try:
+            kwargs = json.loads(student_kwargs)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--student-kwargs is not valid JSON ({exc})") from None
+    pairs = []
+    for item in features:
+        if item.count(":") != 1:
+            raise InputError(f"--feature must be TEACHER_LAYER:STUDENT_LAYER, got {item!r}")
+        pairs.append(tuple(item.split(":")))
+    config = DistillConfig(teacher="input", student=student, student_kwargs=kwargs, temperature=temperature,
+                           alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                           features=tuple(pairs), feature_weight=feature_weight, val_fraction=val_fraction,
+                           patience=patience)
+    artifact, notes = run_single_stage(config, teacher, data=data_ref, weights=None, out=out, force=force,
+                                       threads=threads, label_column=label_column, trust_checkpoint=trust_checkpoint,
+                                       extra_inputs=[student])
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    log = artifact.metadata["distillation"]["training"]
+    click.echo(f"distilled {student} from {teacher}: {log['epochs_run']} epochs, final loss "
+               f"{log['loss_per_epoch'][-1]:.4f}")
+    click.echo(f"wrote {artifact.path}")
 
 
 # ---- entry point ---------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ sizes, so the dynamic batch axis is exercised) and fails with exit 1 when output
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -22,6 +24,10 @@ from ..errors import BackendUnavailable, GateFailed, InputError
 from .registry import StageConfig, StageContext, register_stage
 
 EXPORTERS = ("dynamo", "torchscript")
+PRECISIONS = ("fp32", "fp16", "int8")
+_TRT_INTS = ("min_batch", "opt_batch", "max_batch", "min_seq_len", "opt_seq_len", "max_seq_len", "workspace_mb",
+             "calibration_batch_size", "calibration_batches")
+_TRT_FIELDS = (*_TRT_INTS, "precision", "timing_cache", "trt_atol", "trt_rtol", "trt_min_top1")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,21 @@ class ExportConfig(StageConfig):
     verify_samples: int = 64
     exporter: str = "dynamo"
     optional: bool = False
+    # TensorRT only (format: tensorrt); see modelpress.compress.tensorrt
+    precision: str = "fp32"
+    min_batch: int = 1
+    opt_batch: int = 32
+    max_batch: int = 256
+    min_seq_len: int = 1
+    opt_seq_len: int = 128
+    max_seq_len: int = 512
+    workspace_mb: int = 1024
+    timing_cache: str | None = None
+    calibration_batch_size: int = 32
+    calibration_batches: int = 16
+    trt_atol: float | None = None
+    trt_rtol: float | None = None
+    trt_min_top1: float | None = None
 
     def __post_init__(self) -> None:
         if self.format not in ("onnx", "tensorrt"):
@@ -50,13 +71,53 @@ class ExportConfig(StageConfig):
             raise InputError(f"export.atol and rtol must be ≥ 0, got {self.atol}, {self.rtol}")
         if self.verify_samples < 1:
             raise InputError(f"export.verify_samples must be ≥ 1, got {self.verify_samples}")
+        self._validate_tensorrt()
+
+    def _validate_tensorrt(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"export.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in _TRT_INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                unit = " (MiB)" if name == "workspace_mb" else ""
+                raise InputError(f"export.{name} must be an integer > 0{unit}, got {value!r}")
+        for axis in ("batch", "seq_len"):
+            lo, opt, hi = (getattr(self, f"{k}_{axis}") for k in ("min", "opt", "max"))
+            if not lo <= opt <= hi:
+                raise InputError(f"export: min_{axis} ≤ opt_{axis} ≤ max_{axis} must hold, got {lo}, {opt}, {hi}")
+        if self.timing_cache is not None and (not isinstance(self.timing_cache, str) or not self.timing_cache):
+            raise InputError(f"export.timing_cache must be a file path, got {self.timing_cache!r}")
+        for name, top in (("trt_atol", math.inf), ("trt_rtol", math.inf), ("trt_min_top1", 1.0)):
+            value = getattr(self, name)
+            ok = value is None or (not isinstance(value, bool) and isinstance(value, (int, float))
+                                   and 0 <= value <= top)
+            if not ok:
+                allowed = "in [0, 1]" if top == 1.0 else "≥ 0"
+                raise InputError(f"export.{name} must be {allowed}, got {value!r}")
+        if self.format != "tensorrt":
+            for f in dataclasses.fields(self):
+                if f.name in _TRT_FIELDS and getattr(self, f.name) != f.default:
+                    raise InputError(f"export.{f.name} applies to format tensorrt only (format is {self.format})",
+                                     hint="set format: tensorrt (--format tensorrt) or drop the key")
 
 
 @register_stage(ExportConfig)
 def run_export(artifact: ModelArtifact, config: ExportConfig, ctx: StageContext) -> ModelArtifact:
     if config.format == "tensorrt":
-        raise BackendUnavailable("export --format tensorrt needs TensorRT and a CUDA GPU",
-                                 hint="pip install 'modelpress[tensorrt]' on a machine with an NVIDIA GPU")
+        from .tensorrt import export_tensorrt  # imports nothing from TensorRT until it runs
+
+        try:
+            return export_tensorrt(artifact, config, ctx)
+        except BackendUnavailable as exc:
+            if not config.optional:
+                raise
+            ctx.notes.append(f"skipped: {exc.format_message()}")
+            return artifact.evolve()  # unchanged, but a copy: run_stage appends to its history
+    return onnx_for_export(artifact, config, ctx)
+
+
+def onnx_for_export(artifact: ModelArtifact, config: ExportConfig, ctx: StageContext) -> ModelArtifact:
+    """The ONNX model of ``artifact`` (exported into ``ctx.work_dir`` and verified against torch when it is torch)."""
     if artifact.format == "onnx":
         ctx.notes.append("input is already ONNX: export kept it as it is")
         onnx_artifact = artifact

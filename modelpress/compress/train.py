@@ -1,13 +1,23 @@
 """The one training loop, used by the ``train`` stage, fine-tuning after pruning and distillation.
 
-Deterministic on CPU for a given seed: seeded init of the shuffling generator, no data-dependent threading.
-A ``loss_fn(module, inputs, targets) -> loss`` hook lets distillation plug its loss into the same loop.
+Deterministic on CPU for a given seed and thread count: one seeded generator shuffles the batches, torch's RNG is
+seeded once, and both are saved in every checkpoint. A ``loss_fn(module, inputs, targets) -> loss`` hook lets
+distillation plug its loss into the same loop.
+
+Checkpoints (when the caller passes a folder) are written after every epoch: the tensors (model, optimizer, best
+weights, torch RNG) to ``epoch-NNNN.safetensors`` first, then ``state.json`` (epoch, losses, schedule, shuffle
+generator, a fingerprint of the run) last as the commit marker. A rerun with the same folder and the same settings
+continues after the last finished epoch and ends with the same weights as a run that was never interrupted; a
+folder left by different settings, data or starting weights is ignored and overwritten.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,12 +26,22 @@ from .. import progress
 from ..artifacts import ModelArtifact
 from ..data import Dataset
 from ..errors import InputError
+from ..io import read_json, sha256_arrays, write_bytes, write_json
 from .registry import StageConfig, StageContext, register_stage
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+CHECKPOINT_VERSION = 1
+STATE_FILE = "state.json"
 
 
 @dataclass(frozen=True)
 class TrainConfig(StageConfig):
-    """Supervised training with AdamW and a cosine learning-rate schedule."""
+    """Supervised training (AdamW or SGD, cosine or constant learning rate), optional early stopping.
+
+    ``val_fraction`` > 0 holds out that stratified share of the training data; with ``patience`` > 0 training stops
+    after that many epochs without a lower validation loss, and the best epoch's weights are kept.
+    """
 
     kind: ClassVar[str] = "train"
     epochs: int = 10
@@ -29,64 +49,290 @@ class TrainConfig(StageConfig):
     batch_size: int = 64
     weight_decay: float = 1e-4
     seed: int = 0
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    val_fraction: float = 0.0
+    patience: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= int(self.epochs) <= 10_000:
-            raise InputError(f"train.epochs must be in [1, 10000], got {self.epochs}")
-        if not 0 < float(self.lr) < 10:
-            raise InputError(f"train.lr must be in (0, 10), got {self.lr}")
-        if int(self.batch_size) < 1:
-            raise InputError(f"train.batch_size must be ≥ 1, got {self.batch_size}")
-        if float(self.weight_decay) < 0:
-            raise InputError(f"train.weight_decay must be ≥ 0, got {self.weight_decay}")
+        check_training_args(self.kind, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                            weight_decay=self.weight_decay, optimizer=self.optimizer, schedule=self.schedule,
+                            val_fraction=self.val_fraction, patience=self.patience)
+
+
+def check_training_args(where: str, *, epochs: int, lr: float, batch_size: int, weight_decay: float,
+                        optimizer: str = "adamw", schedule: str = "cosine", val_fraction: float = 0.0,
+                        patience: int = 0, min_epochs: int = 1, has_validation: bool | None = None) -> None:
+    """Validate the loop's settings once, at the edge, naming the stage key, the value and the range."""
+    if not min_epochs <= int(epochs) <= 10_000:
+        raise InputError(f"{where}.epochs must be in [{min_epochs}, 10000], got {epochs}")
+    if not 0 < float(lr) < 10:
+        raise InputError(f"{where}.lr must be in (0, 10), got {lr}")
+    if int(batch_size) < 1:
+        raise InputError(f"{where}.batch_size must be ≥ 1, got {batch_size}")
+    if float(weight_decay) < 0:
+        raise InputError(f"{where}.weight_decay must be ≥ 0, got {weight_decay}")
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"{where}.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if schedule not in SCHEDULES:
+        raise InputError(f"{where}.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if not 0 <= float(val_fraction) < 1:
+        raise InputError(f"{where}.val_fraction must be in [0, 1), got {val_fraction}")
+    if int(patience) < 0:
+        raise InputError(f"{where}.patience must be ≥ 0, got {patience}")
+    if int(patience) > 0 and not (float(val_fraction) > 0 if has_validation is None else has_validation):
+        raise InputError(f"{where}.patience = {patience} needs a validation split",
+                         hint=f"set {where}.val_fraction, e.g. 0.1")
 
 
 LossFn = Callable[[Any, list[Any], Any], Any]
 
 
+def split_validation(data: Dataset, fraction: float, *, seed: int) -> tuple[Dataset, Dataset]:
+    """A seeded, stratified (train, validation) split of ``data``; ``fraction`` of the samples go to validation."""
+    from sklearn.model_selection import train_test_split
+
+    n_val = int(round(len(data) * fraction))
+    if n_val < 1 or len(data) - n_val < 1:
+        raise InputError(f"val_fraction {fraction} of {len(data)} samples leaves an empty train or validation split")
+    counts = np.bincount(data.y, minlength=data.n_classes)
+    stratify = data.y if counts[counts > 0].min() >= 2 and n_val >= int((counts > 0).sum()) else None
+    train_idx, val_idx = train_test_split(np.arange(len(data)), test_size=n_val, random_state=seed, stratify=stratify)
+    return data.subset(np.sort(train_idx), split="train"), data.subset(np.sort(val_idx), split="validation")
+
+
 def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, weight_decay: float = 1e-4,
-        seed: int = 0, loss_fn: LossFn | None = None, desc: str = "train") -> dict[str, Any]:
-    """Train ``module`` in place; returns per-epoch mean losses. The module is left in eval mode."""
+        seed: int = 0, loss_fn: LossFn | None = None, desc: str = "train", optimizer: str = "adamw",
+        schedule: str = "cosine", val_data: Dataset | None = None, val_fraction: float = 0.0, patience: int = 0,
+        checkpoint_dir: str | Path | None = None, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``module`` in place and leave it in eval mode.
+
+    Args:
+        module: A torch module; every parameter with ``requires_grad`` is trained.
+        data: Training samples. With ``val_fraction`` > 0 (and no ``val_data``) a stratified share is held out.
+        epochs: Passes over the training samples (fewer when early stopping triggers).
+        lr: Peak learning rate; the cosine schedule decays it to 0 over ``epochs`` (per step).
+        batch_size: Samples per optimizer step; the last batch of an epoch may be smaller.
+        weight_decay: Decoupled (AdamW) or L2 (SGD) weight decay.
+        seed: Seeds torch's RNG and the batch-shuffling generator.
+        loss_fn: ``loss_fn(module, inputs, targets) -> scalar loss``; cross-entropy on logits by default.
+        desc: Progress-bar label.
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
+        schedule: ``cosine`` or ``constant``.
+        val_data: Validation samples, scored with cross-entropy after every epoch.
+        val_fraction: Share of ``data`` to hold out when ``val_data`` is not given.
+        patience: Stop after this many epochs without a lower validation loss and restore the best weights
+            (0: train every epoch, still restoring the best weights when validation is on).
+        checkpoint_dir: Folder for per-epoch checkpoints; a rerun with the same folder resumes.
+        fingerprint: Extra settings that identify the run (e.g. the distillation loss), so a checkpoint made with
+            other settings is not resumed.
+
+    Returns:
+        ``{"epochs", "epochs_run", "loss_per_epoch", "val_loss_per_epoch", "val_accuracy_per_epoch", "best_epoch",
+        "stopped_early", "resumed_from_epoch"}``; losses are per-sample means.
+    """
     import torch
     import torch.nn.functional as F
 
+    check_training_args("fit", epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                        optimizer=optimizer, schedule=schedule, val_fraction=val_fraction, patience=patience,
+                        has_validation=val_data is not None or val_fraction > 0)
+    if val_data is None and val_fraction > 0:
+        data, val_data = split_validation(data, val_fraction, seed=seed)
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise InputError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "adamw":
+        opt: Any = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     steps_per_epoch = -(-len(data) // batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
+    if schedule == "cosine":
+        sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0)
     names = list(data.inputs)
     tensors = [torch.from_numpy(np.ascontiguousarray(data.inputs[n])) for n in names]
     targets = torch.from_numpy(data.y)
-    losses: list[float] = []
+    log: dict[str, Any] = {"epochs": epochs, "epochs_run": 0, "loss_per_epoch": [], "val_loss_per_epoch": [],
+                           "val_accuracy_per_epoch": [], "best_epoch": None, "stopped_early": False,
+                           "resumed_from_epoch": 0}
+    best_loss = float("inf")
+    best_state: dict[str, Any] | None = None
+    bad_epochs = 0
+    ckpt = None
+    if checkpoint_dir is not None:
+        run_id = _fingerprint(module, data, val_data, dict(
+            epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, optimizer=optimizer,
+            schedule=schedule, patience=patience, loss=fingerprint or ("cross_entropy" if loss_fn is None else desc)))
+        ckpt = _Checkpoints(Path(checkpoint_dir), run_id)
+        resumed = ckpt.load(module, opt, sched)
+        if resumed is not None:
+            log, generator.bit_generator.state, best_state, best_loss, bad_epochs = resumed
+            log["resumed_from_epoch"] = log["epochs_run"]
+    done = log["epochs_run"]
     module.train()
     try:
         with progress.bar(epochs * steps_per_epoch, desc, unit="step") as bar:
-            for _ in range(epochs):
+            bar.update(done * steps_per_epoch)
+            for epoch in range(done, epochs):
+                if log["stopped_early"]:
+                    break
                 order = torch.from_numpy(generator.permutation(len(data)))
                 total = 0.0
                 for start in range(0, len(data), batch_size):
                     idx = order[start : start + batch_size]
                     inputs = [t[idx] for t in tensors]
                     if loss_fn is None:
-                        out = module(*inputs)
-                        loss = F.cross_entropy(out, targets[idx])
+                        loss = F.cross_entropy(module(*inputs), targets[idx])
                     else:
                         loss = loss_fn(module, inputs, targets[idx])
-                    optimizer.zero_grad(set_to_none=True)
+                    opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    optimizer.step()
-                    schedule.step()
+                    opt.step()
+                    sched.step()
                     total += float(loss.detach()) * len(idx)
                     bar.update(1)
-                losses.append(total / len(data))
-                bar.set_postfix_str(f"loss {losses[-1]:.4f}")
+                log["loss_per_epoch"].append(total / len(data))
+                log["epochs_run"] = epoch + 1
+                postfix = f"loss {log['loss_per_epoch'][-1]:.4f}"
+                if val_data is not None:
+                    val_loss, val_acc = _validate(module, val_data, batch_size=max(256, batch_size))
+                    module.train()
+                    log["val_loss_per_epoch"].append(val_loss)
+                    log["val_accuracy_per_epoch"].append(val_acc)
+                    postfix += f" val {val_loss:.4f} acc {val_acc:.3f}"
+                    if val_loss < best_loss:
+                        best_loss, bad_epochs, log["best_epoch"] = val_loss, 0, epoch + 1
+                        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                    else:
+                        bad_epochs += 1
+                        if patience and bad_epochs >= patience:
+                            log["stopped_early"] = True
+                bar.set_postfix_str(postfix)
+                if ckpt is not None:
+                    ckpt.save(module, opt, sched, log, generator.bit_generator.state, best_state, best_loss,
+                              bad_epochs)
     finally:
         module.eval()
-    return {"epochs": epochs, "loss_per_epoch": losses}
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    return log
+
+
+def _validate(module: Any, data: Dataset, *, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on ``data`` (eval mode, no gradients)."""
+    import torch
+    import torch.nn.functional as F
+
+    module.eval()
+    total = correct = 0.0
+    with torch.no_grad():
+        for batch, y in data.batches(batch_size):
+            out = module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in batch.values()])
+            target = torch.from_numpy(y)
+            total += float(F.cross_entropy(out, target, reduction="sum"))
+            correct += float((out.argmax(1) == target).sum())
+    return total / len(data), correct / len(data)
+
+
+def _fingerprint(module: Any, data: Dataset, val_data: Dataset | None, settings: dict[str, Any]) -> str:
+    """Identifies a run: settings, data and the starting weights. A checkpoint of another run is never resumed."""
+    state = module.state_dict()
+    weights = sha256_arrays(*[state[k].detach().cpu().numpy() for k in sorted(state)])
+    blob = json.dumps({"settings": settings, "data": data.sha256(), "val": val_data.sha256() if val_data else None,
+                       "weights": weights, "keys": sorted(state)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _Checkpoints:
+    """Per-epoch checkpoints in one folder: tensors first, ``state.json`` last (the commit marker)."""
+
+    def __init__(self, folder: Path, run_id: str) -> None:
+        self.folder = folder
+        self.run_id = run_id
+
+    def save(self, module: Any, opt: Any, sched: Any, log: dict[str, Any], gen_state: dict[str, Any],
+             best_state: dict[str, Any] | None, best_loss: float, bad_epochs: int) -> None:
+        import torch
+        from safetensors.torch import save as st_save
+
+        tensors: dict[str, Any] = {f"model.{k}": v for k, v in module.state_dict().items()}
+        opt_state = opt.state_dict()
+        extra: dict[str, Any] = {}
+        for index, slots in opt_state["state"].items():
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{index}.{name}"] = value
+                else:
+                    extra[f"{index}.{name}"] = value
+        for k, v in (best_state or {}).items():
+            tensors[f"best.{k}"] = v
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{log['epochs_run']:04d}.safetensors"
+        write_bytes(self.folder / name, st_save(tensors))
+        write_json(self.folder / STATE_FILE, {
+            "version": CHECKPOINT_VERSION, "run_id": self.run_id, "tensors": name, "log": log,
+            "generator": gen_state, "optimizer": {"param_groups": opt_state["param_groups"], "scalars": extra},
+            "scheduler": sched.state_dict(), "best_loss": best_loss if best_loss != float("inf") else None,
+            "bad_epochs": bad_epochs,
+        })
+        for old in self.folder.glob("epoch-*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def load(self, module: Any, opt: Any, sched: Any) -> tuple[Any, ...] | None:
+        """Restore the last finished epoch of this run; ``None`` when there is none (a fresh start)."""
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        state_path = self.folder / STATE_FILE
+        if not state_path.is_file():
+            return None
+        state = read_json(state_path)
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            return None
+        if state.get("run_id") != self.run_id:
+            return None  # another run's checkpoint (other settings, data or weights): start over, overwrite it
+        path = self.folder / str(state["tensors"])
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise InputError(f"checkpoint {path} is truncated or corrupt ({exc})",
+                             hint=f"delete {self.folder} to start the training over") from None
+        module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        slots: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, index, name = k.split(".", 2)
+                slots.setdefault(int(index), {})[name] = v
+        for k, v in state["optimizer"]["scalars"].items():
+            index, name = k.split(".", 1)
+            slots.setdefault(int(index), {})[name] = v
+        opt.load_state_dict({"state": slots, "param_groups": state["optimizer"]["param_groups"]})
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+        best_loss = float("inf") if state["best_loss"] is None else float(state["best_loss"])
+        return state["log"], state["generator"], best, best_loss, int(state["bad_epochs"])
+
+
+def discard_checkpoints(folder: str | Path) -> None:
+    """Remove a finished run's checkpoint files (only the files this module writes) and the folder if empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in [*folder.glob("epoch-*.safetensors"), folder / STATE_FILE]:
+        path.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 @register_stage(TrainConfig)
@@ -95,8 +341,12 @@ def run_train(artifact: ModelArtifact, config: TrainConfig, ctx: StageContext) -
         raise InputError(f"stage train needs a torch model, got {artifact.format}")
     data = ctx.require("train", stage="train")
     result = artifact.evolve(module=_copy_module(artifact.module))
+    checkpoints = ctx.work_dir / "checkpoints"
     log = fit(result.module, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-              weight_decay=config.weight_decay, seed=config.seed)
+              weight_decay=config.weight_decay, seed=config.seed, optimizer=config.optimizer,
+              schedule=config.schedule, val_fraction=config.val_fraction, patience=config.patience,
+              checkpoint_dir=checkpoints)
+    discard_checkpoints(checkpoints)
     result.metadata["training"] = log
     return result
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import ModelArtifact
-from ..errors import BackendUnavailable, InputError
+from ..errors import InputError
 
 RunnerFactory = Callable[[ModelArtifact, int], "Runner"]
 BACKENDS: dict[str, RunnerFactory] = {}
@@ -133,19 +133,30 @@ def require_backend(name: str) -> None:
 
 
 def _require_tensorrt() -> None:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        raise BackendUnavailable(
-            "backend tensorrt needs the TensorRT Python package and a CUDA GPU",
-            hint="pip install 'modelpress[tensorrt]' on a machine with an NVIDIA GPU",
-        ) from None
+    from .tensorrt_backend import require_tensorrt  # no tensorrt/cuda import until a TensorRT backend is asked for
+
+    require_tensorrt("backend tensorrt")
 
 
 AVAILABILITY["tensorrt"] = _require_tensorrt
 
+#: Backends that time themselves (e.g. with CUDA events) and may return several latency rows per batch size:
+#: ``hook(artifact, batch, *, batch_size, threads, latency) -> [(stats, samples_ms), ...]``.
+LatencyHook = Callable[..., list[tuple[dict[str, Any], np.ndarray]]]
+LATENCY_HOOKS: dict[str, LatencyHook] = {}
+
 
 @register_backend("tensorrt")
 def _tensorrt_runner(artifact: ModelArtifact, threads: int) -> Runner:
-    _require_tensorrt()
-    raise BackendUnavailable("the TensorRT runner is not available in this build", hint="use onnxruntime")
+    from .tensorrt_backend import make_tensorrt_runner
+
+    return make_tensorrt_runner(artifact, threads)
+
+
+def _tensorrt_latency(artifact: ModelArtifact, batch: dict[str, np.ndarray], **options: Any) -> list[Any]:
+    from .tensorrt_backend import tensorrt_latency
+
+    return tensorrt_latency(artifact, batch, **options)
+
+
+LATENCY_HOOKS["tensorrt"] = _tensorrt_latency

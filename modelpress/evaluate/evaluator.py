@@ -14,13 +14,13 @@ from .. import progress
 from ..artifacts import ModelArtifact, check_inputs
 from ..data import Dataset
 from ..errors import InputError
-from .backends import BACKENDS, make_runner, require_backend
+from .backends import BACKENDS, LATENCY_HOOKS, make_runner, require_backend
 from .footprint import footprint
 from .latency import LatencyConfig, measure_cold_start, measure_latency
 from .metrics import classification_metrics, fidelity, to_probabilities
 
 NATIVE_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
-BACKEND_FORMATS = {"torch": ("torch",), "onnxruntime": ("onnx",), "tensorrt": ("tensorrt", "onnx")}
+BACKEND_FORMATS = {"torch": ("torch",), "onnxruntime": ("onnx",), "tensorrt": ("tensorrt",)}
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
     probs, score_kind = to_probabilities(logits, n_classes=artifact.n_classes)
     if score_kind != "softmax(logits)":
         notes.append(f"scores are {score_kind}")
-    metrics = classification_metrics(data.y, probs, n_classes=artifact.n_classes,
+    metrics = classification_metrics(data.y, logits, n_classes=artifact.n_classes,
                                      class_names=list(artifact.class_names or data.class_names))
     fid = None
     if reference_logits is not None:
@@ -123,10 +123,14 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
                 notes.append(f"latency on {backend} skipped: it does not run {artifact.format} models")
                 continue
             for bs in config.batch_sizes:
-                stats, s = time_backend(artifact, data, backend=backend, batch_size=int(bs), threads=config.threads,
-                                        latency=config.latency)
-                latency.append(stats)
-                samples[f"{backend}::b{bs}"] = s
+                hook = LATENCY_HOOKS.get(backend)  # backends timed on the device (CUDA events) give several rows
+                rows = hook(artifact, _latency_batch(data, int(bs)), batch_size=int(bs), threads=config.threads,
+                            latency=config.latency) if hook else [
+                    time_backend(artifact, data, backend=backend, batch_size=int(bs), threads=config.threads,
+                                 latency=config.latency)]
+                for stats, s in rows:
+                    latency.append(stats)
+                    samples[f"{stats['backend']}::b{bs}"] = s
     return EvalResult(metrics, fid, latency, footprint(artifact), logits, probs, samples, notes)
 
 

@@ -1,0 +1,256 @@
+"""Distillation stage: train a student on a frozen teacher's softened outputs (Hinton et al., 2015).
+
+Loss per batch: ``alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · CE(student, labels)``,
+plus, when ``features`` pairs layers of equal output shape, ``feature_weight · MSE(student layer, teacher layer)``.
+The T² factor keeps the soft-target gradients on the same scale as the hard-label ones whatever the temperature.
+
+In a pipeline ``teacher: original`` is the model before compression and ``student: input`` (the default) is the
+incoming artifact, so ``prune → distill`` recovers accuracy with the dense model as teacher. A student can also be
+any model reference (``zoo:cnn`` with ``student_kwargs`` widths, ``pkg.module:factory``, an artifact folder). The
+teacher may be any artifact the evaluator can run (torch or ONNX); it stays frozen in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..artifacts import ModelArtifact, check_inputs
+from ..errors import InputError
+from ..io import sha256_arrays
+from .registry import StageConfig, StageContext, register_stage
+from .train import check_training_args, discard_checkpoints, fit
+
+TEACHER_ALIASES = ("original", "input")
+
+
+@dataclass(frozen=True)
+class DistillConfig(StageConfig):
+    """``temperature`` > 0 softens both distributions; ``alpha`` in [0, 1] weighs the soft loss against labels."""
+
+    kind: ClassVar[str] = "distill"
+    teacher: str = "original"
+    student: str = "input"
+    student_kwargs: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 4.0
+    alpha: float = 0.9
+    epochs: int = 10
+    lr: float = 3e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    seed: int = 0
+    features: tuple[tuple[str, str], ...] = ()
+    feature_weight: float = 1.0
+    val_fraction: float = 0.0
+    patience: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.teacher, str) or not self.teacher.strip():
+            raise InputError("distill.teacher must name a model (or 'original' / 'input')")
+        if not isinstance(self.student, str) or not self.student.strip():
+            raise InputError("distill.student must name a model (or 'input')")
+        if self.student == "original":
+            raise InputError("distill.student cannot be 'original' (the teacher's model)",
+                             hint="use 'input' or a model reference")
+        if self.teacher == self.student:
+            raise InputError(f"distill.teacher and distill.student are the same model ({self.teacher!r})")
+        if not isinstance(self.student_kwargs, dict):
+            raise InputError(f"distill.student_kwargs must be a mapping, got {type(self.student_kwargs).__name__}")
+        if self.student_kwargs and not self.student.startswith("zoo:"):
+            raise InputError(f"distill.student_kwargs only apply to zoo: students, not {self.student!r}")
+        if not 0 < float(self.temperature) <= 100:
+            raise InputError(f"distill.temperature must be in (0, 100], got {self.temperature}")
+        if not 0 <= float(self.alpha) <= 1:
+            raise InputError(f"distill.alpha must be in [0, 1], got {self.alpha}")
+        if float(self.feature_weight) < 0:
+            raise InputError(f"distill.feature_weight must be ≥ 0, got {self.feature_weight}")
+        pairs = []
+        for pair in self.features or ():
+            if isinstance(pair, str) or len(pair) != 2:
+                raise InputError(f"distill.features entries must be [teacher_layer, student_layer], got {pair!r}")
+            pairs.append((str(pair[0]), str(pair[1])))
+        object.__setattr__(self, "features", tuple(pairs))
+        check_training_args("distill", epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                            weight_decay=self.weight_decay, val_fraction=self.val_fraction, patience=self.patience)
+
+    @property
+    def needs_train(self) -> bool:
+        return True
+
+
+def kd_loss(student_logits: Any, teacher_logits: Any, targets: Any, *, temperature: float, alpha: float) -> Any:
+    """Hinton's loss: ``alpha · T² · KL(p_teacher^T ‖ p_student^T) + (1 − alpha) · CE(student, targets)``."""
+    import torch.nn.functional as F
+
+    t = float(temperature)
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean", log_target=True) * (t * t)
+    if alpha >= 1:
+        return soft
+    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)
+
+
+@register_stage(DistillConfig)
+def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContext) -> ModelArtifact:
+    import torch
+
+    train = ctx.require("train", stage="distill")
+    teacher = _resolve(config.teacher, artifact, ctx, role="teacher", seed=config.seed)
+    student = _resolve(config.student, artifact, ctx, role="student", kwargs=config.student_kwargs, seed=config.seed)
+    if student.format != "torch" or student.module is None:
+        raise InputError(f"the distillation student {student.source} is {student.format}; it must be a torch model")
+    if student.transforms:
+        raise InputError(f"the distillation student {student.source} carries transforms "
+                         f"{[t['name'] for t in student.transforms]}", hint="distill before quantizing")
+    if teacher.n_classes != student.n_classes:
+        raise InputError(f"teacher {_label(teacher)} outputs {teacher.n_classes} classes but student "
+                         f"{_label(student)} outputs {student.n_classes}",
+                         hint="distill between models of the same task")
+    if train.n_classes > student.n_classes:
+        raise InputError(f"training data {train.source} has {train.n_classes} classes but student "
+                         f"{_label(student)} outputs {student.n_classes}")
+    first = next(train.batches(2))[0]
+    check_inputs(teacher.inputs, first, model=f"teacher {teacher.source}")
+    check_inputs(student.inputs, first, model=f"student {student.source}")
+    module = copy.deepcopy(student.module).train()
+    teach = _teacher_fn(teacher, ctx.threads)
+    feature = _FeatureMatch(config.features, teacher, module) if config.features and config.feature_weight > 0 else None
+
+    def loss_fn(mod: Any, inputs: list[Any], targets: Any) -> Any:
+        t_logits = teach(inputs)
+        s_logits = mod(*inputs)
+        loss = kd_loss(s_logits, t_logits, targets, temperature=config.temperature, alpha=config.alpha)
+        if feature is not None:
+            loss = loss + config.feature_weight * feature.loss()
+        return loss
+
+    if feature is not None:
+        feature.check(teach, module, train)
+    probe = teach([torch.from_numpy(np.ascontiguousarray(a)) for a in first.values()])
+    checkpoints = ctx.work_dir / "checkpoints"
+    try:
+        log = fit(module, train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+                  weight_decay=config.weight_decay, seed=config.seed, loss_fn=loss_fn, desc="distill",
+                  val_fraction=config.val_fraction, patience=config.patience, checkpoint_dir=checkpoints,
+                  fingerprint={"kd": [config.temperature, config.alpha, list(config.features), config.feature_weight,
+                                      teacher.source, sha256_arrays(probe.numpy())]})
+    finally:
+        if feature is not None:
+            feature.close()
+    discard_checkpoints(checkpoints)
+    ctx.notes.append(f"distilled {student.source} from teacher {teacher.source} (T={config.temperature:g}, "
+                     f"alpha={config.alpha:g}, {log['epochs_run']} epochs)")
+    result = student.evolve(module=module.eval(), path=None)
+    result.metadata["distillation"] = {"teacher": teacher.source, "student": student.source,
+                                       "temperature": config.temperature, "alpha": config.alpha,
+                                       "features": [list(p) for p in config.features], "training": log}
+    return result
+
+
+def _label(artifact: ModelArtifact) -> str:
+    """What the user named: the folder or file a model was loaded from, else its source reference."""
+    return str(artifact.path) if artifact.path is not None else artifact.source
+
+
+def _resolve(ref: str, artifact: ModelArtifact, ctx: StageContext, *, role: str, seed: int,
+             kwargs: dict[str, Any] | None = None) -> ModelArtifact:
+    """``input`` → the incoming artifact, ``original`` → the model before compression, else a model reference."""
+    if ref == "input":
+        return artifact
+    if ref == "original":
+        if ctx.original is None:
+            raise InputError(f"distill {role} 'original' needs the uncompressed model", hint=f"name the {role} model")
+        return ctx.original
+    from ..sources import load_model
+
+    options: dict[str, Any] = {"kwargs": dict(kwargs)} if kwargs else {}
+    return load_model(ref, data=ctx.train or ctx.eval, seed=seed, **options)
+
+
+def _teacher_fn(teacher: ModelArtifact, threads: int) -> Any:
+    """inputs → teacher logits (no gradients). A torch teacher runs a frozen eval-mode copy; others a runner."""
+    import torch
+
+    if teacher.format == "torch" and teacher.module is not None:
+        module = copy.deepcopy(teacher.module).eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+        def run_torch(inputs: list[Any]) -> Any:
+            with torch.no_grad():
+                return module(*inputs)
+
+        run_torch.module = module  # type: ignore[attr-defined]
+        return run_torch
+    from ..evaluate.backends import make_runner
+
+    runner = make_runner(teacher, "onnxruntime" if teacher.format == "onnx" else teacher.format, threads=threads)
+    names = [s.name for s in teacher.inputs]
+
+    def run_other(inputs: list[Any]) -> Any:
+        feed = {n: np.ascontiguousarray(t.numpy()) for n, t in zip(names, inputs)}
+        return torch.from_numpy(np.asarray(runner(feed), dtype=np.float32))
+
+    return run_other
+
+
+class _FeatureMatch:
+    """MSE between the outputs of paired teacher/student layers, captured with forward hooks on each batch."""
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...], teacher: ModelArtifact, student: Any) -> None:
+        if teacher.format != "torch" or teacher.module is None:
+            raise InputError(f"distill.features needs a torch teacher; {teacher.source} is {teacher.format}")
+        self.pairs = pairs
+        self.captured: dict[tuple[str, str], Any] = {}
+        self.handles: list[Any] = []
+        self.student = student
+        self.teacher_source = teacher.source
+
+    def attach(self, teacher_module: Any) -> None:
+        t_layers, s_layers = dict(teacher_module.named_modules()), dict(self.student.named_modules())
+        for t_name, s_name in self.pairs:
+            for side, name, layers in (("teacher", t_name, t_layers), ("student", s_name, s_layers)):
+                if not name or name not in layers:
+                    raise InputError(f"distill.features: the {side} has no layer {name!r}")
+                self.handles.append(layers[name].register_forward_hook(self._keep(side, name)))
+
+    def _keep(self, side: str, name: str) -> Any:
+        def hook(_mod: Any, _inp: Any, out: Any) -> None:
+            self.captured[(side, name)] = out[0] if isinstance(out, (tuple, list)) else out
+
+        return hook
+
+    def check(self, teach: Any, student: Any, train: Any) -> None:
+        """Attach the hooks and run one batch: paired outputs must have equal shapes."""
+        import torch
+
+        self.attach(teach.module)
+        batch = next(train.batches(2))[0]
+        inputs = [torch.from_numpy(np.ascontiguousarray(a)) for a in batch.values()]
+        student.eval()  # no BatchNorm statistics update from this probe; fit() switches back to train mode
+        with torch.no_grad():
+            teach(inputs)
+            student(*inputs)
+        for t_name, s_name in self.pairs:
+            t, s = self.captured[("teacher", t_name)], self.captured[("student", s_name)]
+            if tuple(t.shape) != tuple(s.shape):
+                raise InputError(f"distill.features: teacher layer {t_name!r} outputs {tuple(t.shape)} but student "
+                                 f"layer {s_name!r} outputs {tuple(s.shape)}; feature matching needs equal shapes")
+        self.captured.clear()
+
+    def loss(self) -> Any:
+        import torch.nn.functional as F
+
+        total = 0
+        for t_name, s_name in self.pairs:
+            total = total + F.mse_loss(self.captured[("student", s_name)], self.captured[("teacher", t_name)].detach())
+        self.captured.clear()
+        return total
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()

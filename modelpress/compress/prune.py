@@ -1,0 +1,508 @@
+"""Pruning stage: unstructured magnitude, structured channel removal, and 2:4 semi-structured sparsity.
+
+* ``magnitude`` zeroes the smallest |w| of every Conv/Linear weight, over all of them at once (``scope: global``) or
+  layer by layer (``scope: layer``), with ``torch.nn.utils.prune``; masks stay fixed while fine-tuning and are made
+  permanent (``prune.remove``) before saving, so the saved model holds plain weights with zeros and no hooks.
+* ``structured`` physically removes output channels/features (and everything coupled to them: the next layer's
+  inputs, BatchNorm statistics, residual partners) with torch-pruning's dependency graph; importance L1, L2 or
+  first-order Taylor. The model gets smaller and faster on dense kernels; its manifest records the new shapes
+  (``builder.resized``) so it reloads from safetensors without pickle.
+* ``2:4`` keeps the 2 largest |w| of every 4 consecutive input weights of each Linear layer (the layout sparse
+  tensor cores accelerate).
+
+Unstructured and 2:4 zeros do not lower dense-kernel MACs or latency; the MAC ratio recorded here is what dense
+kernels compute, and wall-clock time is measured separately by the evaluator. An optional fine-tune (the shared
+loop in :mod:`modelpress.compress.train`) follows each of ``steps`` pruning steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..artifacts import ModelArtifact
+from ..errors import InputError
+from .registry import StageConfig, StageContext, register_stage
+from .train import check_training_args, discard_checkpoints, fit
+
+METHODS = ("magnitude", "structured", "2:4")
+SCOPES = ("global", "layer")
+IMPORTANCES = ("l1", "l2", "taylor")
+
+
+@dataclass(frozen=True)
+class PruneConfig(StageConfig):
+    """``amount``: fraction of weights (magnitude) or of channels per layer (structured) to remove, in (0, 1).
+
+    ``target_macs`` (structured only, instead of ``amount``): the MAC ratio to reach, e.g. 0.5 keeps half the
+    multiply-accumulates. ``steps`` prunes in that many equal increments with ``finetune_epochs`` epochs of
+    fine-tuning after each. ``ignore`` names layers to keep whole.
+    """
+
+    kind: ClassVar[str] = "prune"
+    method: str = "magnitude"
+    amount: float | None = None
+    target_macs: float | None = None
+    scope: str | None = None
+    importance: str = "l1"
+    steps: int = 1
+    finetune_epochs: int = 0
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.0
+    patience: int = 0
+    ignore: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"prune.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for key in ("amount", "target_macs"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < float(value) < 1):
+                raise InputError(f"prune.{key} must be in (0, 1), got {value}")
+        if self.method == "2:4":
+            if self.amount is not None and float(self.amount) != 0.5:
+                raise InputError(f"prune.amount is fixed at 0.5 for method 2:4, got {self.amount}",
+                                 hint="leave --amount out")
+            if self.steps != 1:
+                raise InputError(f"prune.steps must be 1 for method 2:4, got {self.steps}")
+        elif self.amount is None and self.target_macs is None:
+            raise InputError(f"prune method {self.method} needs an amount in (0, 1)",
+                             hint="pass --amount, e.g. 0.5" + (" (or --target-macs)" if self.method == "structured"
+                                                               else ""))
+        if self.target_macs is not None and self.method != "structured":
+            raise InputError(f"prune.target_macs only applies to method structured, not {self.method}",
+                             hint="unstructured zeros do not lower dense MACs; use --amount")
+        if self.amount is not None and self.target_macs is not None:
+            raise InputError("give prune.amount or prune.target_macs, not both")
+        scope = self.scope or ("global" if self.method == "magnitude" else "layer")
+        if scope not in SCOPES:
+            raise InputError(f"prune.scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        object.__setattr__(self, "scope", scope)
+        if self.importance not in IMPORTANCES:
+            raise InputError(f"prune.importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 100:
+            raise InputError(f"prune.steps must be an integer in [1, 100], got {self.steps}")
+        if isinstance(self.finetune_epochs, bool) or not 0 <= int(self.finetune_epochs) <= 10_000:
+            raise InputError(f"prune.finetune_epochs must be in [0, 10000], got {self.finetune_epochs}")
+        check_training_args("prune", epochs=self.finetune_epochs, lr=self.lr, batch_size=self.batch_size,
+                            weight_decay=self.weight_decay, val_fraction=self.val_fraction, patience=self.patience,
+                            min_epochs=0)
+        if isinstance(self.ignore, str):
+            object.__setattr__(self, "ignore", (self.ignore,))
+        object.__setattr__(self, "ignore", tuple(str(name) for name in self.ignore))
+
+    @property
+    def needs_train(self) -> bool:
+        """Whether the stage reads training data (fine-tuning, or Taylor importance)."""
+        return self.finetune_epochs > 0 or (self.method == "structured" and self.importance == "taylor")
+
+
+@register_stage(PruneConfig)
+def run_prune(artifact: ModelArtifact, config: PruneConfig, ctx: StageContext) -> ModelArtifact:
+    if artifact.format != "torch" or artifact.module is None:
+        raise InputError(f"stage prune needs a torch model, got {artifact.format}",
+                         hint="prune before export")
+    if artifact.transforms:
+        raise InputError(f"cannot prune {artifact.source}: it carries transforms "
+                         f"{[t['name'] for t in artifact.transforms]} (e.g. quantization)", hint="prune first")
+    train = ctx.require("train", stage="prune") if config.needs_train else None
+    module = copy.deepcopy(artifact.module).eval()
+    _check_ignore(module, config.ignore)
+    example = example_inputs(artifact, ctx)
+    before = measure(artifact, module)
+    finetune_logs: list[dict[str, Any]] = []
+
+    def finetune(step: int) -> None:
+        if config.finetune_epochs == 0 or train is None:
+            return
+        folder = ctx.work_dir / "checkpoints" / f"step-{step}"
+        finetune_logs.append(fit(module, train, epochs=config.finetune_epochs, lr=config.lr,
+                                 batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed,
+                                 val_fraction=config.val_fraction, patience=config.patience, checkpoint_dir=folder,
+                                 desc=f"fine-tune {step}/{config.steps}"))
+
+    info: dict[str, Any]
+    builder = artifact.builder
+    if config.method == "structured":
+        ratio = config.amount
+        if ratio is None:
+            ratio = ratio_for_macs(module, example, target=float(config.target_macs), ignore=config.ignore,
+                                   macs=lambda m: measure(artifact, m)["macs"],
+                                   notes=ctx.notes, scope=str(config.scope), source=artifact.source)
+        info = prune_structured(module, example, ratio=float(ratio), steps=config.steps,
+                                importance=config.importance, scope=config.scope, ignore=config.ignore,
+                                n_classes=artifact.n_classes, train=train, on_step=finetune, notes=ctx.notes,
+                                source=artifact.source)
+        if builder is not None:
+            builder = {**builder, "resized": True}
+            check_rebuild(artifact.evolve(builder=builder), module, example)
+    else:
+        info = _prune_masked(module, config, on_step=finetune, notes=ctx.notes)
+    discard_checkpoints_tree(ctx.work_dir / "checkpoints")
+    after = measure(artifact, module)
+    record = {
+        "method": config.method, "amount": config.amount, "target_macs": config.target_macs, "scope": config.scope,
+        "importance": config.importance if config.method == "structured" else None, "steps": config.steps,
+        "finetune_epochs": config.finetune_epochs, **info, "before": before, "after": after,
+        "param_ratio": after["params"] / before["params"] if before["params"] else None,
+        "mac_ratio": after["macs"] / before["macs"] if before["macs"] and after["macs"] is not None else None,
+        "finetune": finetune_logs,
+    }
+    ctx.notes.append(_summary(record))
+    result = artifact.evolve(module=module, builder=builder, path=None)
+    result.metadata["pruning"] = record
+    return result
+
+
+def _summary(r: dict[str, Any]) -> str:
+    b, a = r["before"], r["after"]
+    macs = (f"MACs {b['macs']:,} → {a['macs']:,} (MAC ratio {r['mac_ratio']:.3f}, dense kernels)"
+            if r["mac_ratio"] is not None else "MACs not counted")
+    return (f"{r['method']} pruning: sparsity {b['sparsity']:.3f} → {a['sparsity']:.3f} of all parameters; "
+            f"params {b['params']:,} → {a['params']:,}; {macs}; wall-clock is measured by the evaluator")
+
+
+def measure(artifact: ModelArtifact, module: Any) -> dict[str, Any]:
+    """Parameters, non-zero parameters, sparsity and dense MACs per sample of ``module`` (with no masks on it)."""
+    from ..evaluate.footprint import footprint
+
+    fp = footprint(artifact.evolve(module=module, path=None, transforms=[]))
+    return {k: fp.get(k) for k in ("params", "nonzero_params", "sparsity", "macs")}
+
+
+def example_inputs(artifact: ModelArtifact, ctx: StageContext, n: int = 4) -> tuple[Any, ...]:
+    """A few real samples (eval, train or calibration data) in the model's input order, else seeded noise."""
+    import torch
+
+    data = ctx.eval or ctx.train or ctx.calibration
+    if data is not None:
+        arrays = list(data.inputs.values()) if len(data.inputs) == len(artifact.inputs) else []
+        if set(data.inputs) >= {s.name for s in artifact.inputs}:
+            arrays = [data.inputs[s.name] for s in artifact.inputs]
+        if arrays:
+            return tuple(torch.from_numpy(np.ascontiguousarray(a[:n])) for a in arrays)
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for spec in artifact.inputs:
+        shape = [n if i == 0 else (d or 8) for i, d in enumerate(spec.shape)]
+        dtype = getattr(torch, spec.dtype)
+        out.append(torch.randn(shape, generator=gen) if dtype.is_floating_point else torch.ones(shape, dtype=dtype))
+    return tuple(out)
+
+
+def _check_ignore(module: Any, names: tuple[str, ...]) -> None:
+    import difflib
+
+    known = [n for n, _ in module.named_modules() if n]
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise InputError(f"prune.ignore: the model has no layer {name!r}",
+                             hint=f"did you mean {close[0]!r}?" if close else f"layers: {', '.join(known[:12])}")
+
+
+# ---- unstructured and 2:4 (masks) ----------------------------------------------------------------------------------
+def _prune_masked(module: Any, config: PruneConfig, *, on_step: Any, notes: list[str]) -> dict[str, Any]:
+    """Magnitude or 2:4 masks via torch.nn.utils.prune, fine-tuned with fixed masks, then made permanent."""
+    from torch import nn
+    from torch.nn.utils import prune
+
+    kinds: tuple[type, ...] = (nn.Linear,) if config.method == "2:4" else (nn.modules.conv._ConvNd, nn.Linear)
+    layers = [(name, m) for name, m in module.named_modules()
+              if isinstance(m, kinds) and name not in config.ignore and not _ignored_parent(name, config.ignore)]
+    if config.method == "2:4":
+        skipped = [f"{name} (in_features {m.in_features})" for name, m in layers if m.in_features % 4]
+        if skipped:
+            notes.append(f"2:4 sparsity skipped {len(skipped)} Linear layer(s) whose inputs are not a multiple of 4: "
+                         + ", ".join(skipped))
+        layers = [(name, m) for name, m in layers if m.in_features % 4 == 0]
+    if not layers:
+        what = "Linear layers with in_features divisible by 4" if config.method == "2:4" else "Conv or Linear layers"
+        raise InputError(f"prune {config.method}: the model has no {what} to prune")
+    targeted = {id(m) for _, m in layers}
+    dense = [f"{name or '(model)'}.{pname}" for name, m in module.named_modules() if id(m) not in targeted
+             for pname, p in m.named_parameters(recurse=False) if p.dim() >= 2]
+    if dense:
+        notes.append(f"{config.method} pruning kept {len(dense)} weight matrices dense: " + ", ".join(dense[:8])
+                     + (", …" if len(dense) > 8 else ""))
+    total = sum(m.weight.numel() for _, m in layers)
+    for step in range(1, config.steps + 1):
+        if config.method == "2:4":
+            for _, m in layers:
+                prune.custom_from_mask(m, "weight", _two_four_mask(m.weight.detach()))
+        else:
+            fraction = float(config.amount) * step / config.steps
+            if config.scope == "global":
+                want = int(round(fraction * total)) - sum(_pruned(m) for _, m in layers)
+                prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=prune.L1Unstructured,
+                                          amount=max(0, want))
+            else:
+                for _, m in layers:
+                    want = int(round(fraction * m.weight.numel())) - _pruned(m)
+                    prune.l1_unstructured(m, "weight", amount=max(0, want))
+        on_step(step)
+    for _, m in layers:
+        prune.remove(m, "weight")
+    zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
+    return {"layers": [name for name, _ in layers], "pruned_weights": total, "target_sparsity": zeros / total}
+
+
+def _ignored_parent(name: str, ignore: tuple[str, ...]) -> bool:
+    return any(name.startswith(prefix + ".") for prefix in ignore)
+
+
+def _pruned(m: Any) -> int:
+    """Entries already masked out (0 before the first step)."""
+    mask = getattr(m, "weight_mask", None)
+    return 0 if mask is None else int((mask == 0).sum())
+
+
+def _two_four_mask(weight: Any) -> Any:
+    """1 for the 2 largest |w| in every group of 4 consecutive input weights, 0 for the other 2."""
+    import torch
+
+    out_f, in_f = weight.shape
+    groups = weight.abs().reshape(out_f, in_f // 4, 4)
+    keep = groups.topk(2, dim=-1).indices
+    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
+    return mask.reshape(out_f, in_f)
+
+
+def discard_checkpoints_tree(folder: Any) -> None:
+    """Remove the per-step fine-tune checkpoints once the stage has finished."""
+    from pathlib import Path
+
+    root = Path(folder)
+    if not root.is_dir():
+        return
+    for sub in sorted(root.glob("step-*")):
+        discard_checkpoints(sub)
+    try:
+        root.rmdir()
+    except OSError:
+        pass
+
+
+
+# ---- structured (channel removal, dependency-aware via torch-pruning) ---------------------------------------------
+def _keep_whole(module: Any, example: tuple[Any, ...], ignore: tuple[str, ...]) -> dict[str, str]:
+    """Layers whose output channels must stay: the output layer(s), recurrent/attention layers, user-named ones.
+
+    The output layer is the one whose output is the model's output, plus the last Conv/Linear to run (a head
+    followed by pooling or scaling is still the head). Recurrent and ``nn.MultiheadAttention`` layers are kept
+    whole because removing their hidden units needs gate- or head-aware slicing that the dependency graph does not
+    do for them.
+    """
+    import torch
+    from torch import nn
+
+    names = {m: n for n, m in module.named_modules()}
+    ran: list[tuple[str, Any]] = []
+
+    def hook(mod: Any, _inp: Any, out: Any) -> None:
+        ran.append((names[mod], out))
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    try:
+        with torch.no_grad():
+            final = module(*example)
+    finally:
+        for h in handles:
+            h.remove()
+    kept = {name: "kept whole by prune.ignore" for name in ignore}
+    for name, out in ran:
+        if out is final:
+            kept[name] = "output layer"
+    if ran:
+        kept.setdefault(ran[-1][0], "output layer")
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.RNNBase, nn.MultiheadAttention)):
+            kept[name] = f"{type(m).__name__} layers are kept whole"
+    return kept
+
+
+def _make_pruner(module: Any, example: tuple[Any, ...], *, ratio: float, steps: int, importance: str, scope: str,
+                 kept: dict[str, str], source: str) -> Any:
+    try:
+        import torch_pruning as tp
+    except ImportError:  # a hard dependency; a broken install is the user's environment problem
+        raise InputError("structured pruning needs torch-pruning", hint="pip install torch-pruning") from None
+    imp = {"l1": lambda: tp.importance.MagnitudeImportance(p=1), "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+           "taylor": lambda: tp.importance.TaylorImportance()}[importance]()
+    by_name = dict(module.named_modules())
+    ignored = [by_name[n] for n in kept if n in by_name]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tp.pruner.MetaPruner(module, example, importance=imp, pruning_ratio=ratio, iterative_steps=steps,
+                                        ignored_layers=ignored, global_pruning=scope == "global",
+                                        forward_fn=lambda m, ex: m(*ex))
+    except Exception as exc:
+        layer = _failing_layer(module, example)
+        where = f" at layer {layer}" if layer else ""
+        raise InputError(f"structured pruning cannot trace {source}{where}: {type(exc).__name__}: "
+                         f"{_first_line(exc)}", hint="use --method magnitude or 2:4 for this model") from None
+
+
+def prune_structured(module: Any, example: tuple[Any, ...], *, ratio: float, steps: int, importance: str,
+                     scope: str, ignore: tuple[str, ...], n_classes: int, train: Any, on_step: Any, notes: list[str],
+                     source: str) -> dict[str, Any]:
+    """Remove ``ratio`` of the output channels of every prunable group in ``steps`` increments, in place.
+
+    After each step the model must still run on ``example`` and return ``n_classes`` logits; otherwise an
+    InputError names the layer whose forward broke (e.g. a reshape with a hard-coded width).
+    """
+    from torch import nn
+
+    kept = _keep_whole(module, example, ignore)
+    pruner = _make_pruner(module, example, ratio=ratio, steps=steps, importance=importance, scope=scope, kept=kept,
+                          source=source)
+    groups = list(pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                           root_module_types=pruner.root_module_types))
+    if not groups:
+        listed = ", ".join(f"{n!r} ({why})" for n, why in kept.items())
+        raise InputError(f"structured pruning found no channel group it can remove in {source}; kept: {listed}",
+                         hint="use --method magnitude or 2:4 for this model")
+    notes.append("structured pruning kept whole: " + ", ".join(f"{n} ({why})" for n, why in kept.items()))
+    width = {n: _out_width(m) for n, m in module.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+    for step in range(1, steps + 1):
+        if importance == "taylor":
+            _taylor_gradients(module, train)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruner.step()
+        module.zero_grad(set_to_none=True)
+        _check_forward(module, example, n_classes=n_classes, source=source)
+        on_step(step)
+    changed = {n: [w, _out_width(dict(module.named_modules())[n])] for n, w in width.items()}
+    return {"channels": {n: v for n, v in changed.items() if v[0] != v[1]}, "kept_whole": kept,
+            "channel_ratio": ratio}
+
+
+def ratio_for_macs(module: Any, example: tuple[Any, ...], *, target: float, ignore: tuple[str, ...], macs: Any, notes: list[str], scope: str = "layer", source: str = "") -> float:
+    """The smallest channel fraction (to 0.005) whose pruning leaves at most ``target`` × the dense MACs."""
+    base = macs(module)
+    if not base:
+        raise InputError(f"cannot count the MACs of {source}, so --target-macs cannot be used", hint="use --amount")
+    kept = _keep_whole(module, example, ignore)
+
+    def ratio_of(r: float) -> float:
+        trial = copy.deepcopy(module)
+        pruner = _make_pruner(trial, example, ratio=r, steps=1, importance="l1", scope=scope, kept=kept, source=source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruner.step()
+        return macs(trial) / base
+
+    # A coarse then a fine grid rather than bisection: torch-pruning skips a group whose rounded cut would take
+    # every channel, so the MAC ratio is not monotonic in the channel fraction near 1.
+    coarse = [round(0.05 * i, 3) for i in range(1, 20)]
+    ratios = {r: ratio_of(r) for r in coarse}
+    hits = [r for r in coarse if ratios[r] <= target]
+    if not hits:
+        raise InputError(f"cannot reach a MAC ratio of {target} on {source}: the lowest reachable is "
+                         f"{min(ratios.values()):.3f}", hint="raise --target-macs")
+    for r in [round(hits[0] - 0.005 * i, 4) for i in range(9, 0, -1)]:
+        ratios[r] = ratio_of(r)
+    best = min(r for r, value in ratios.items() if value <= target)
+    notes.append(f"target MAC ratio {target}: removing {best:.3f} of the channels per group gives {ratios[best]:.3f}")
+    return best
+
+
+def _out_width(m: Any) -> int:
+    return int(m.weight.shape[0])
+
+
+def _taylor_gradients(module: Any, train: Any, max_samples: int = 512) -> None:
+    """Accumulate d(loss)/d(weight) on up to ``max_samples`` training samples for first-order Taylor importance."""
+    import torch
+    import torch.nn.functional as F
+
+    module.zero_grad(set_to_none=True)
+    module.eval()
+    sample = train.subset(slice(0, min(len(train), max_samples)))
+    for batch, y in sample.batches(128):
+        out = module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in batch.values()])
+        (F.cross_entropy(out, torch.from_numpy(y), reduction="sum") / len(sample)).backward()
+
+
+def _check_forward(module: Any, example: tuple[Any, ...], *, n_classes: int, source: str) -> None:
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = module(*example)
+    except Exception as exc:
+        layer = _failing_layer(module, example) or "(the model's own forward)"
+        raise InputError(f"structured pruning cannot handle layer {layer} of {source}: after removing channels its "
+                         f"forward fails ({type(exc).__name__}: {_first_line(exc)})",
+                         hint="keep it whole with prune.ignore, or use --method magnitude or 2:4") from None
+    want = (example[0].shape[0], n_classes)
+    if tuple(out.shape) != want:
+        raise InputError(f"structured pruning changed the output of {source} from {want} to {tuple(out.shape)}",
+                         hint="name the output layer in prune.ignore")
+
+
+def _failing_layer(module: Any, example: tuple[Any, ...]) -> str | None:
+    """``'name' (Type)`` of the innermost layer whose forward raises on ``example``; ``None`` if it runs."""
+    import torch
+
+    stack: list[Any] = []
+    names = {m: n for n, m in module.named_modules()}
+    failed: list[Any] = []
+
+    def pre(mod: Any, _inp: Any) -> None:
+        stack.append(mod)
+
+    def post(mod: Any, _inp: Any, _out: Any) -> None:
+        stack.pop()
+
+    handles = [h for m in module.modules() if m is not module
+               for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    try:
+        with torch.no_grad():
+            module(*example)
+    except Exception:
+        failed = list(stack)
+    finally:
+        for h in handles:
+            h.remove()
+    if not failed:
+        return None
+    mod = failed[-1]
+    return f"{names[mod]!r} ({type(mod).__name__})"
+
+
+def check_rebuild(artifact: ModelArtifact, module: Any, example: tuple[Any, ...]) -> None:
+    """Save and reload the pruned model (safetensors + manifest shapes, no pickle); its outputs must not change."""
+    import tempfile
+
+    import torch
+
+    from ..sources import load_model
+
+    with tempfile.TemporaryDirectory(prefix="modelpress-prune-") as tmp:
+        try:
+            reloaded = load_model(str(artifact.evolve(module=module, path=None).save(tmp).path))
+        except InputError as exc:
+            raise InputError(f"the structurally pruned {artifact.source} cannot be rebuilt from its manifest: "
+                             f"{exc.message}", hint="use --method magnitude or 2:4 for this model") from None
+        with torch.no_grad():
+            diff = float((reloaded.module(*example) - module(*example)).abs().max())
+    if diff > 1e-5:
+        raise InputError(f"the structurally pruned {artifact.source} reloads with different outputs "
+                         f"(max abs diff {diff:.3g})", hint="use --method magnitude or 2:4 for this model")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

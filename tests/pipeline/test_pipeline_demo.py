@@ -1,0 +1,25 @@
+"""`modelpress demo` runs the bundled examples/digits.yaml end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelpress.compress.registry import CONFIGS
+from modelpress.reports import load_report
+
+
+@pytest.mark.slow
+def test_demo_completes_and_passes_its_gates(tmp_path, run_cli):
+    result = run_cli("demo", "--out", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    report = load_report(tmp_path / "digits")
+    names = [s["name"] for s in report["stages"]]
+    assert names[0] == "01-train" and names[-1].endswith("export")
+    assert {n.split("-", 1)[1] for n in names} <= set(CONFIGS)
+    final = report["stages"][-1]
+    assert final["artifact"]["format"] == "onnx" and final["verification"]["passed"] is True
+    assert final["metrics"]["accuracy"] > 0.9
+    assert final["gates"] and all(g["passed"] for g in final["gates"])
+    assert report["pipeline"]["complete"] is True
+    assert (tmp_path / "digits" / "report.html").stat().st_size > 50_000  # table + embedded plots
+    assert "01-train" in result.stdout and "report: " in result.stderr
