@@ -6,8 +6,9 @@ structured 50 % → distillation from the dense model (same epoch budget as the 
 
 Columns: accuracy and macro F1 on the test split (the evaluator), parameters (non-zero / total), dense MACs per
 sample, safetensors size and its zlib-compressed size, median latency at one batch size on torch and on
-onnxruntime (the same thread count for every row), and the wall-clock speed-up against the dense model on the same
-backend: a ratio of medians with a bootstrap 95 % CI (evaluate.latency.speedup_ratio). The MAC ratio is what dense
+onnxruntime (the same thread count for every row; rows timed in interleaved rounds so that machine drift hits all
+alike), and the wall-clock speed-up against the dense model on the same backend: a ratio of medians with a bootstrap
+95 % CI (evaluate.latency.speedup_ratio). The MAC ratio is what dense
 kernels compute; the speed-up is measured; the two are different numbers and are reported apart.
 
     python benchmarks/prune_distill.py [--quick] [--threads 1] [--batch-size 64] [--models cnn,wide-cnn]
@@ -32,54 +33,69 @@ from modelpress.compress.export import ExportConfig
 from modelpress.compress.prune import PruneConfig
 from modelpress.compress.train import fit
 from modelpress.data import load_data
+from modelpress.evaluate.backends import make_runner
 from modelpress.evaluate.evaluator import EvalConfig, evaluate
-from modelpress.evaluate.latency import LatencyConfig, speedup_ratio
+from modelpress.evaluate.latency import LatencyConfig, measure_latency, speedup_ratio
 from modelpress.sources import load_model
 
 MODELS = {"cnn": {"channels": [32, 64], "hidden": 64}, "wide-cnn": {"channels": [64, 128], "hidden": 128}}
-VARIANTS = [("magnitude", 0.5), ("magnitude", 0.8), ("magnitude", 0.9), ("structured", 0.3), ("structured", 0.5),
-            ("structured", 0.7), ("2:4", None)]
+#: (method, amount, round_to). Structured rows keep multiples of 8 channels (what MLAS/oneDNN kernels are fastest
+#: on); one unrounded row shows what odd channel counts cost on onnxruntime.
+VARIANTS = [("magnitude", 0.5, 1), ("magnitude", 0.8, 1), ("magnitude", 0.9, 1), ("structured", 0.3, 8),
+            ("structured", 0.3, 1), ("structured", 0.5, 8), ("structured", 0.7, 8), ("2:4", None, 1)]
 
 
-def measure(label: str, artifact: Any, test: Any, work: Path, *, threads: int, batch_size: int,
-            latency: LatencyConfig) -> dict[str, Any]:
-    """Save, evaluate on torch, export to ONNX (verified), time on onnxruntime; return one table row."""
+def build_row(label: str, artifact: Any, test: Any, work: Path, *, threads: int) -> dict[str, Any]:
+    """Save, score on torch (the evaluator, no latency yet), export to ONNX (verified) and score that too."""
     folder = work / label.replace(" ", "_").replace("%", "").replace(":", "").replace("→", "to").replace("+", "")
     saved = artifact.save(folder)
     raw = (folder / "model.safetensors").read_bytes()
-    config = EvalConfig(backends=("torch",), batch_sizes=(batch_size,), threads=threads, latency=latency)
-    result = evaluate(saved, test, config=config)
-    ctx = StageContext(work_dir=folder / "onnx", eval=test, threads=threads)
-    onnx = run_stage(saved, ExportConfig(), ctx)
-    ort_config = EvalConfig(backends=("onnxruntime",), batch_sizes=(batch_size,), threads=threads, latency=latency)
-    ort = evaluate(onnx, test, config=ort_config)
+    result = evaluate(saved, test, config=EvalConfig(threads=threads, measure_latency=False))
+    onnx = run_stage(saved, ExportConfig(), StageContext(work_dir=folder / "onnx", eval=test, threads=threads))
+    ort = evaluate(onnx, test, config=EvalConfig(threads=threads, measure_latency=False))
     fp = result.footprint
     return {
         "label": label, "accuracy": result.metrics["accuracy"], "f1": result.metrics["f1_macro"],
         "ort_accuracy": ort.metrics["accuracy"], "params": fp["params"], "nonzero": fp["nonzero_params"],
         "macs": fp["macs"], "size": len(raw), "zsize": len(zlib.compress(raw, 6)),
-        "torch": result.latency_samples[f"torch::b{batch_size}"],
-        "ort": ort.latency_samples[f"onnxruntime::b{batch_size}"],
-        "unstable": [s["backend"] for s in result.latency + ort.latency if s["unstable"]],
+        "artifacts": {"torch": saved, "onnxruntime": onnx}, "torch": [], "onnxruntime": [], "unstable": set(),
     }
+
+
+def time_rows(rows: list[dict[str, Any]], test: Any, *, threads: int, batch_size: int, latency: LatencyConfig,
+              rounds: int) -> None:
+    """Median-latency samples per row and backend, measured in interleaved rounds (row 1, row 2, …, row 1, …) so
+    that slow drift of the machine (thermal, other processes) hits every row alike instead of biasing one."""
+    batch = {k: np.ascontiguousarray(v[:batch_size]) for k, v in test.inputs.items()}
+    for backend in ("torch", "onnxruntime"):
+        runners = [make_runner(r["artifacts"][backend], backend, threads=threads) for r in rows]
+        for _ in range(rounds):
+            for row, runner in zip(rows, runners):
+                stats, samples = measure_latency(lambda runner=runner: runner(batch), config=latency,
+                                                 batch_size=batch_size, threads=threads, backend=backend)
+                row[backend].append(samples)
+                if stats["unstable"]:
+                    row["unstable"].add(backend)
+        for row in rows:
+            row[backend] = np.concatenate(row[backend])
 
 
 def table(model: str, rows: list[dict[str, Any]], batch_size: int) -> list[str]:
     dense = rows[0]
     out = [f"### {model} (batch {batch_size})", "",
-           "| variant | accuracy | F1 macro | params (non-zero / total) | MACs/sample | MAC ratio | size KiB | "
-           "zlib KiB | torch ms | ort ms | torch speed-up [95% CI] | ort speed-up [95% CI] |",
+           ("| variant | accuracy | F1 macro | params (non-zero / total) | MACs/sample | MAC ratio | size KiB | "
+            "zlib KiB | torch ms | ort ms | torch speed-up [95% CI] | ort speed-up [95% CI] |"),
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = []
-        for backend in ("torch", "ort"):
+        for backend in ("torch", "onnxruntime"):
             s = speedup_ratio(dense[backend], r[backend])
             cells.append(f"{s['ratio']:.2f}× [{s['ci_low']:.2f}, {s['ci_high']:.2f}]")
-        flag = " (unstable: " + ", ".join(r["unstable"]) + ")" if r["unstable"] else ""
+        flag = " (unstable: " + ", ".join(sorted(r["unstable"])) + ")" if r["unstable"] else ""
         out.append(
             f"| {r['label']}{flag} | {r['accuracy']:.4f} | {r['f1']:.4f} | {r['nonzero']:,} / {r['params']:,} | "
             f"{r['macs']:,} | {r['macs'] / dense['macs']:.3f} | {r['size'] / 1024:.1f} | {r['zsize'] / 1024:.1f} | "
-            f"{np.median(r['torch']):.3f} | {np.median(r['ort']):.3f} | {cells[0]} | {cells[1]} |")
+            f"{np.median(r['torch']):.3f} | {np.median(r['onnxruntime']):.3f} | {cells[0]} | {cells[1]} |")
     return out
 
 
@@ -90,15 +106,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--models", default=",".join(MODELS), help=f"Comma-separated subset of {list(MODELS)}.")
     args = parser.parse_args()
+    import logging
+
     import torch
 
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
     torch.set_num_threads(args.threads)
-    epochs, ft_epochs = (10, 4) if args.quick else (20, 8)
-    latency = (LatencyConfig(warmup_min_calls=20, warmup_min_s=0.2, min_calls=100, min_s=0.5) if args.quick
-               else LatencyConfig(warmup_min_calls=50, warmup_min_s=0.5, min_calls=300, min_s=2.0))
+    epochs, ft_epochs = (10, 6) if args.quick else (20, 8)
+    latency = (LatencyConfig(warmup_min_calls=10, warmup_min_s=0.1, min_calls=50, min_s=0.25) if args.quick
+               else LatencyConfig(warmup_min_calls=20, warmup_min_s=0.2, min_calls=100, min_s=0.5))
+    rounds = 2 if args.quick else 4
     train, test = load_data("sklearn:digits", split="train"), load_data("sklearn:digits", split="test")
-    lines = [f"threads={args.threads}, batch={args.batch_size}, dense epochs={epochs}, fine-tune/distill epochs="
-             f"{ft_epochs}, quick={args.quick}", ""]
+    lines = [(f"threads={args.threads}, batch={args.batch_size}, dense epochs={epochs}, fine-tune/distill epochs="
+              f"{ft_epochs}, quick={args.quick}"), ""]
     targets = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="modelpress-bench-") as tmp:
@@ -106,22 +126,24 @@ def main() -> None:
             work = Path(tmp) / name
             dense = load_model("zoo:cnn", data=test, kwargs=MODELS[name])
             fit(dense.module, train, epochs=epochs, lr=1e-2, batch_size=64, seed=0)
-            kw = dict(test=test, threads=args.threads, batch_size=args.batch_size, latency=latency)
-            rows = [measure("dense", dense, test, work, threads=args.threads, batch_size=args.batch_size,
-                            latency=latency)]
-            for method, amount in VARIANTS:
+            rows = [build_row("dense", dense, test, work, threads=args.threads)]
+            for method, amount, round_to in VARIANTS:
                 for ft in (0, ft_epochs):
-                    label = f"{method}{'' if amount is None else f' {amount:.0%}'}{' + fine-tune' if ft else ''}"
-                    config = PruneConfig(method=method, amount=amount, finetune_epochs=ft, lr=3e-3)
+                    label = (f"{method}{'' if amount is None else f' {amount:.0%}'}"
+                             f"{' unrounded' if method == 'structured' and round_to == 1 else ''}"
+                             f"{' + fine-tune' if ft else ''}")
+                    config = PruneConfig(method=method, amount=amount, round_to=round_to, finetune_epochs=ft,
+                                         lr=3e-3)
                     ctx = StageContext(work_dir=work / "stages", train=train, eval=test, original=dense)
-                    rows.append(measure(label, run_stage(dense, config, ctx), work=work, **kw))
+                    rows.append(build_row(label, run_stage(dense, config, ctx), test, work, threads=args.threads))
             ctx = StageContext(work_dir=work / "stages", train=train, eval=test, original=dense)
-            pruned = run_stage(dense, PruneConfig(method="structured", amount=0.5), ctx)
+            pruned = run_stage(dense, PruneConfig(method="structured", amount=0.5, round_to=8), ctx)
             distilled = run_stage(pruned, DistillConfig(teacher="original", epochs=ft_epochs, lr=3e-3), ctx)
-            rows.append(measure("structured 50% → distill", distilled, work=work, **kw))
+            rows.append(build_row("structured 50% → distill", distilled, test, work, threads=args.threads))
+            time_rows(rows, test, threads=args.threads, batch_size=args.batch_size, latency=latency, rounds=rounds)
             lines += table(f"zoo:cnn {MODELS[name]} ({name})", rows, args.batch_size) + [""]
             tuned = next(r for r in rows if r["label"] == "structured 50% + fine-tune")
-            s = speedup_ratio(rows[0]["ort"], tuned["ort"])
+            s = speedup_ratio(rows[0]["onnxruntime"], tuned["onnxruntime"])
             loss = (rows[0]["accuracy"] - tuned["accuracy"]) * 100
             ok = s["ratio"] >= 1.6 and loss <= 1.0
             targets.append(f"{name}: structured 50% + fine-tune → onnxruntime speed-up {s['ratio']:.2f}× "

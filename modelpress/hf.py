@@ -165,6 +165,7 @@ def load_hf(ref: str, *, data: Dataset | None = None, weights: str | None = None
             **options: Any) -> ModelArtifact:
     """``hf:DIR[@weights.safetensors]`` → a torch :class:`ModelArtifact` (classes from the data or the weights)."""
     ref, weights = _split_weights(ref, weights)
+    resolve_model_dir(ref.split(":", 1)[1])  # a missing folder is the first thing to hear about
     state = read_state_dict(weights, trust_checkpoint=trust_checkpoint) if weights else None
     n_classes = int(options.get("kwargs", {}).get("n_classes", 0))
     if not n_classes and state is not None and "head.weight" in state:

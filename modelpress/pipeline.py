@@ -37,11 +37,11 @@ import numpy as np
 
 from . import compress  # noqa: F401  (registers the stages)
 from . import progress
-from .artifacts import ModelArtifact, check_inputs
-from .compress.registry import StageConfig, StageContext, run_stage
+from .artifacts import MANIFEST, ModelArtifact, check_inputs
+from .compress.registry import COST_KEY, StageConfig, StageContext, run_stage
 from .data import Dataset, load_data
 from .errors import BackendUnavailable, GateFailed, InputError
-from .evaluate.evaluator import EvalConfig, EvalResult, evaluate
+from .evaluate.evaluator import EXTRA_SECTIONS, EvalResult, evaluate
 from .io import TMP_SUFFIX, atomic_write, read_json, remove_stale_temps, sha256_file, write_json
 from .reports import REPORT_FILENAME, new_report, write_report
 from .sources import load_model
@@ -80,6 +80,12 @@ def load_run_data(spec: DataSpec, *, need_train: bool) -> RunData:
         spec.train or need_train) else None
     calib = load_data(spec.calibration, split="train", label_column=spec.label_column) if spec.calibration else train
     return RunData(eval_data, train, calib)
+
+
+def tensorboard_dir(spec: PipelineSpec, out_dir: Path) -> Path:
+    """Where ``tensorboard:`` writes: ``true`` → ``<run folder>/tensorboard``; a folder (relative to the spec's
+    folder, like every path in a spec) → that folder. Runs go to ``<folder>/<name>/<stage>/``."""
+    return out_dir / "tensorboard" if spec.tensorboard is True else Path(str(spec.tensorboard))
 
 
 def stage_dir_name(index: int, kind: str) -> str:
@@ -145,6 +151,10 @@ def execute_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) 
     """
     out_dir = Path(out_dir)
     _check_run_folder(out_dir)
+    if spec.tensorboard:
+        from .evaluate.tensorboard import require_tensorboard
+
+        require_tensorboard()  # exit 3 before any stage runs, not after
     data = load_run_data(spec.data, need_train=bool(spec.stages))
     original = load_original(spec, data)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -233,12 +243,11 @@ class _Done:
 
 class _Runner:
     def __init__(self, spec: PipelineSpec, out_dir: Path, data: RunData, *, resume: bool) -> None:
-        from .reports.schema import run_info
-
         self.spec, self.out_dir, self.data, self.resume = spec, out_dir, data, resume
         self.stages_dir = out_dir / STAGES_DIR
-        self.version = run_info("x", threads=1)["modelpress_version"]
+        self.version = _modelpress_version()
         self.data_sha = data.sha256()
+        self.eval_data_sha = data.eval.sha256()
         self.eval_json = json.dumps(dataclasses.asdict(spec.evaluate), sort_keys=True, default=str)
         self.outcomes: list[StageOutcome] = []
 
@@ -252,7 +261,8 @@ class _Runner:
                               "gates": dict(spec.gates), "cache": "resume" if self.resume else "recomputed"}
         done: list[_Done] = []
         orig_digest = _artifact_digest(original)
-        teacher, teacher_digest = original, orig_digest
+        teacher: Callable[[], ModelArtifact] = lambda: original  # noqa: E731
+        teacher_digest = orig_digest
         current: Callable[[], ModelArtifact] = lambda: original  # noqa: E731
         current_digest = orig_digest
         reference: _Done | None = None
@@ -280,7 +290,7 @@ class _Runner:
                 self._record(report, done, step, bar)
                 current, current_digest = _loader(step.folder), step.digest
                 if index == leading_train:
-                    teacher, teacher_digest, reference = _loader(step.folder)(), step.digest, step
+                    teacher, teacher_digest, reference = _loader(step.folder), step.digest, step
         if not done:
             raise InputError("the pipeline produced no stage to report")
         for skip in report["pipeline"]["skipped"]:
@@ -288,18 +298,22 @@ class _Runner:
         report["pipeline"]["complete"] = True
         failed = self._gates(report, done, reference)
         self._write(report, done, final=True)
+        if spec.tensorboard:
+            from .evaluate.tensorboard import write_tensorboard
+
+            write_tensorboard(report, tensorboard_dir(spec, self.out_dir))
         self._prune_stale({d.name for d in done})
         if failed:
             raise GateFailed(f"{done[-1].name}: {failed}", hint=f"see {self.out_dir / 'report.md'}")
         return RunOutcome(report, self.out_dir, self.outcomes)
 
     def _producer(self, config: StageConfig, current: Callable[[], ModelArtifact],
-                  teacher: ModelArtifact) -> Callable[[Path, list[str]], ModelArtifact]:
-        """The stage's work: input artifact (loaded lazily, only when the stage really runs) → saved artifact."""
+                  teacher: Callable[[], ModelArtifact]) -> Callable[[Path, list[str]], ModelArtifact]:
+        """The stage's work: input and original artifacts (loaded only when the stage really runs) → saved."""
 
         def produce(work: Path, notes: list[str]) -> ModelArtifact:
             ctx = StageContext(work_dir=work, train=self.data.train, eval=self.data.eval,
-                               calibration=self.data.calibration, original=teacher, seed=self.spec.seed,
+                               calibration=self.data.calibration, original=teacher(), seed=self.spec.seed,
                                threads=self.spec.evaluate.threads, notes=notes)
             return run_stage(current(), config, ctx).save(work)
 
@@ -349,20 +363,23 @@ class _Runner:
                       "notes": notes, "stage_seconds": round(time.perf_counter() - start, 3)}
             status, folder = "ran", partial
         ref_logits = reference.result.logits if reference else None
-        eval_key = _sha([record["artifact_sha256"], self.eval_json, self.data.eval.sha256(), self.version,
+        eval_key = _sha([record["artifact_sha256"], self.eval_json, self.eval_data_sha, self.version,
                          reference.name if reference else None,
                          hashlib.sha256(ref_logits.tobytes()).hexdigest() if ref_logits is not None else None])
         result = self._cached_eval(folder, record, eval_key) if status == "cached" else None
         if result is None:
             artifact = load_model(str(folder))  # judge what was saved, exactly as a user will load it
             result = evaluate(artifact, self.data.eval, config=self.spec.evaluate, reference_logits=ref_logits,
-                              reference_name=reference.name if reference else None)
+                              reference_name=reference.name if reference else None,
+                              reference_embeddings=reference.result.embeddings if reference else None)
             described = artifact.describe(relative_to=folder)
             described["path"] = f"{STAGES_DIR}/{name}/{described['path']}" if described["path"] else None
             stage = {"name": name, "kind": kind, "params": params, "notes": [*record["notes"], *result.notes],
                      "artifact": described, **result.as_stage_fields(), "gates": []}
             if artifact.metadata.get("verification"):
                 stage["verification"] = artifact.metadata["verification"]
+            if kind != "original":  # what making it cost: the stage's own record (COST_KEY) and its wall time
+                stage["cost"] = {**(artifact.metadata.get(COST_KEY) or {}), "stage_wall_s": record.get("stage_seconds")}
             eval_sha = _save_eval(folder / EVAL_FILE, result)
             record.update(eval_key=eval_key, eval_sha256=eval_sha, stage=stage)
             write_json(folder / STAGE_FILE, record)  # the commit marker, last
@@ -403,7 +420,8 @@ class _Runner:
             return None
         samples = {k.split("::", 1)[1]: v for k, v in arrays.items() if k.startswith("latency::")}
         return EvalResult(stage["metrics"], stage["fidelity"], stage["latency"], stage["footprint"],
-                          arrays["logits"], arrays["probabilities"], samples, [])
+                          arrays["logits"], arrays["probabilities"], samples, [],
+                          {k: stage[k] for k in EXTRA_SECTIONS if k in stage}, arrays.get("embeddings"))
 
     def _prepare_partial(self, partial: Path, key: str) -> None:
         """Reuse the partial folder of an interrupted attempt with the same key (e.g. train checkpoints)."""
@@ -422,10 +440,8 @@ class _Runner:
         baseline = reference or done[0]
         if not self.spec.gates or done[-1] is baseline:
             return None
-        try:
-            from .reports.compare import compare_reports
-        except ImportError:  # gates stay recorded in report["pipeline"]["gates"], unevaluated
-            return None
+        from .reports.compare import compare_reports
+
         predictions = predictions_of(self.data.eval.y, [(d.name, d.result) for d in done])
         comparison = compare_reports(report, report, gates=self.spec.gates, baseline_stage=baseline.name,
                                      candidate_stage=done[-1].name, baseline_predictions=predictions,
@@ -444,6 +460,15 @@ class _Runner:
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
+def _modelpress_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("modelpress")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def _loader(folder: Path) -> Callable[[], ModelArtifact]:
     cache: list[ModelArtifact] = []
 
@@ -482,12 +507,23 @@ def _artifact_digest(artifact: ModelArtifact) -> str:
 
 
 def _folder_digest(folder: Path) -> str:
-    """Digest of a stage folder's artifact files (everything but the cache records and temp files)."""
+    """Digest of what a stage folder's artifact computes: every file but the cache records and temp files, and of
+    manifest.json only how the model is rebuilt, not its ``metadata`` (training logs, wall-clock costs), so a stage
+    recomputed into byte-identical weights leaves the stages after it cached."""
     digest = hashlib.sha256()
     skip = {STAGE_FILE, EVAL_FILE, _KEY_FILE}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
         if rel in skip or path.name.endswith(TMP_SUFFIX) or rel.startswith("checkpoints/"):
+            continue
+        if rel == MANIFEST:
+            try:
+                manifest = read_json(path)
+            except InputError:  # damaged: hash the bytes, so the cache record no longer matches
+                manifest = sha256_file(path)
+            if isinstance(manifest, dict):
+                manifest.pop("metadata", None)
+            digest.update(f"{rel}\0{_sha([manifest])}\n".encode())
             continue
         digest.update(f"{rel}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
@@ -496,6 +532,8 @@ def _folder_digest(folder: Path) -> str:
 def _save_eval(path: Path, result: EvalResult) -> str:
     arrays = {"logits": result.logits.astype(np.float32), "probabilities": result.probabilities.astype(np.float32)}
     arrays.update({f"latency::{k}": np.asarray(v) for k, v in result.latency_samples.items()})
+    if result.embeddings is not None:
+        arrays["embeddings"] = result.embeddings.astype(np.float32)
     with atomic_write(path, "wb") as handle:
         np.savez(handle, **arrays)
     return sha256_file(path)
@@ -515,9 +553,9 @@ def _commit(partial: Path, final: Path) -> None:
 def _check_run_folder(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output {out_dir} exists and is not a folder", hint="choose another --out")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not any((out_dir / n).exists() for n in (STAGES_DIR, REPORT_FILENAME, ".lock")):
-            raise InputError(f"output folder {out_dir} exists, is not empty and is not a modelpress run folder",
+    ours = any((out_dir / n).exists() for n in (STAGES_DIR, REPORT_FILENAME, ".lock"))
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not ours:
+        raise InputError(f"output folder {out_dir} exists, is not empty and is not a modelpress run folder",
                              hint="choose another --out or pipeline name")
     parent = out_dir.resolve().parent
     if parent.exists() and not os.access(parent, os.W_OK):

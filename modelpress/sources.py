@@ -319,7 +319,9 @@ def _load_onnx_file(ref: str, *, data: Dataset | None = None, **_: Any) -> Model
         raise InputError(f"{path} has no inputs or no outputs")
     specs = tuple(InputSpec(name, tuple(None if i == 0 else d for i, d in enumerate(shape)), dtype)
                   for name, shape, dtype in inputs)
-    n_classes = outputs[0][-1] if outputs[0] and outputs[0][-1] else None
+    floats = [i for i, o in enumerate(model.graph.output) if o.type.tensor_type.elem_type in (1, 10, 11, 16)]
+    scores = outputs[floats[0] if floats else 0]  # the scores, as the runner picks them (not an int label output)
+    n_classes = scores[-1] if scores and scores[-1] else None
     if n_classes in (None, 1) and data is not None:
         n_classes = data.n_classes if n_classes is None else 2
     if n_classes is None:

@@ -47,9 +47,11 @@ _YAML_TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_YAML_TAG}{t}" for t in ("str", "int", "float", "bool", "null")}
 _TIMESTAMP = f"{_YAML_TAG}timestamp"
 
-TOP_KEYS = ("name", "model", "weights", "model_kwargs", "seed", "plugins", "data", "stages", "evaluate", "gates")
+TOP_KEYS = ("name", "model", "weights", "model_kwargs", "seed", "plugins", "data", "stages", "evaluate", "gates",
+            "tensorboard")
 DATA_KEYS = ("eval", "train", "calibration", "label_column")
-EVAL_KEYS = ("backends", "batch_sizes", "threads", "precise", "latency", "predict_batch_size")
+EVAL_KEYS = ("backends", "batch_sizes", "threads", "precise", "latency", "predict_batch_size",
+             "memory", "knn", "knn_layer", "knn_folds", "noise", "seed", "token_noise")  # README "More measurements"
 LATENCY_KEYS = tuple(f.name for f in dataclasses.fields(LatencyConfig))
 STAGE_RESERVED = ("type", "optional")
 
@@ -85,10 +87,11 @@ class PipelineSpec:
     gates: dict[str, Any] = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
     source: str | None = None
+    tensorboard: bool | str = False  # true: <run folder>/tensorboard; a folder: there (pipeline.tensorboard_dir)
 
 
 # ---- reading YAML safely, with line numbers -----------------------------------------------------------------------
-Path_ = tuple[Union[str, int], ...]
+Path_ = tuple[Union[str, int], ...]  # noqa: UP007  (a runtime alias: py3.10 needs Union)
 
 
 class _Located:
@@ -237,6 +240,7 @@ def parse_spec(text: str, *, source: str = "<pipeline>", base_dir: Path | None =
         name=name, model=model, data=check.data(doc["data"]), weights=weights, seed=seed,
         evaluate=check.evaluate(doc.get("evaluate", {})), model_kwargs=dict(model_kwargs),
         gates=check.gates(doc.get("gates", {})), plugins=plugins, source=source,
+        tensorboard=check.tensorboard(doc.get("tensorboard", False)),
         **check.stages(doc["stages"]),
     )
     return spec
@@ -350,19 +354,44 @@ class _Checker:
         else:
             measure = self.boolean(latency_doc, (*path, "latency"))
         return EvalConfig(backends=tuple(backends), batch_sizes=tuple(batch_sizes), threads=threads,
-                          latency=latency, predict_batch_size=predict_bs, measure_latency=measure)
+                          latency=latency, predict_batch_size=predict_bs, measure_latency=measure,
+                          **self.breadth(doc, path))
+
+    def breadth(self, doc: dict[str, Any], path: Path_) -> dict[str, Any]:
+        """memory, knn, knn_layer, knn_folds, noise, seed, token_noise (README "More measurements")."""
+        out: dict[str, Any] = {"memory": self.boolean(doc.get("memory", False), (*path, "memory"))}
+        if doc.get("knn") is not None:
+            out["knn"] = self.integer(doc["knn"], (*path, "knn"), low=1)
+        if doc.get("knn_layer") is not None:
+            out["knn_layer"] = self.string(doc["knn_layer"], (*path, "knn_layer"))
+        out["knn_folds"] = self.integer(doc.get("knn_folds", 5), (*path, "knn_folds"), low=2)
+        noise = doc.get("noise", [])
+        if not isinstance(noise, list):
+            raise self.loc.error((*path, "noise"), f"expected a list of noise levels, got {_kind(noise)}")
+        for i, level in enumerate(noise):
+            if isinstance(level, bool) or not isinstance(level, (int, float)) or not level >= 0:
+                raise self.loc.error((*path, "noise", i), f"noise level (sigma) must be a number ≥ 0, got "
+                                                          f"{_kind(level)}")
+        out["noise"] = tuple(float(v) for v in noise)
+        out["seed"] = self.integer(doc.get("seed", 0), (*path, "seed"), low=0)
+        token_noise = self.string(doc.get("token_noise", "replace"), (*path, "token_noise"))
+        if token_noise not in ("replace", "dropout"):
+            raise self.loc.error((*path, "token_noise"), f"expected replace or dropout, got {token_noise!r}")
+        out["token_noise"] = token_noise
+        return out
+
+    def tensorboard(self, value: Any) -> bool | str:
+        """``true`` / ``false``, or a folder (relative paths resolve against the spec's folder)."""
+        if isinstance(value, bool):
+            return value
+        return self.path_ref(self.string(value, ("tensorboard",)), plain=True)
 
     def gates(self, value: Any) -> dict[str, Any]:
         """Gate thresholds, validated by the compare module's :class:`GateConfig` (its keys, its ranges)."""
         path: Path_ = ("gates",)
         doc = self.mapping(value if value is not None else {}, path, None)
-        try:
-            from .reports.compare import GateConfig
-        except ImportError:  # compare not installed: keep plain thresholds, evaluated once it is
-            for key, threshold in doc.items():
-                if isinstance(threshold, (dict, list)) or threshold is None:
-                    raise self.loc.error((*path, key), f"expected a threshold, got {_kind(threshold)}")
-            return dict(doc)
+        from .reports.compare import GateConfig
+
         self.mapping(doc, path, [f.name for f in dataclasses.fields(GateConfig)], what=" (gate)")
         try:
             GateConfig.from_mapping(doc)
@@ -440,7 +469,9 @@ def _coerce(value: Any, hint: Any, path: Path_, loc: _Located) -> Any:
                 return _coerce(value, option, path, loc)
             except InputError as exc:
                 errors.append(exc)
-        raise errors[0] if len(errors) == 1 else loc.error(path, f"unexpected value {_kind(value)}")
+        if len(errors) == 1:
+            raise errors[0]
+        raise loc.error(path, f"unexpected value {_kind(value)}")
     if origin is Literal:
         if value not in args:
             raise loc.error(path, f"expected one of {list(args)}, got {value!r}", hint=_suggest(str(value), args))
@@ -461,8 +492,13 @@ def _coerce(value: Any, hint: Any, path: Path_, loc: _Located) -> Any:
             raise loc.error(path, f"expected a list, got {_kind(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
             raise loc.error(path, f"expected a list of {len(args)} items, got {len(value)}")
-        item_types = [args[0]] * len(value) if (not args or args[-1] is Ellipsis) else list(args)
-        items = [_coerce(v, t if args else Any, (*path, i), loc) for i, (v, t) in enumerate(zip(value, item_types))]
+        if not args:
+            item_types: list[Any] = [Any] * len(value)
+        elif origin is tuple and args[-1] is not Ellipsis:
+            item_types = list(args)  # a fixed-length tuple, its length checked above
+        else:
+            item_types = [args[0]] * len(value)  # tuple[X, ...] or list[X]
+        items = [_coerce(v, t, (*path, i), loc) for i, (v, t) in enumerate(zip(value, item_types, strict=True))]
         return tuple(items) if origin is tuple else items
     if origin is dict or hint is dict:
         if not isinstance(value, dict):

@@ -21,8 +21,8 @@ import numpy as np
 from ..artifacts import ModelArtifact, check_inputs
 from ..errors import InputError
 from ..io import sha256_arrays
-from .registry import StageConfig, StageContext, register_stage
-from .train import check_training_args, discard_checkpoints, fit
+from .registry import COST_KEY, StageConfig, StageContext, register_stage
+from .train import check_training_args, discard_checkpoints, fit, stage_cost
 
 TEACHER_ALIASES = ("original", "input")
 
@@ -147,6 +147,7 @@ def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContex
     result.metadata["distillation"] = {"teacher": teacher.source, "student": student.source,
                                        "temperature": config.temperature, "alpha": config.alpha,
                                        "features": [list(p) for p in config.features], "training": log}
+    result.metadata[COST_KEY] = stage_cost([log])
     return result
 
 

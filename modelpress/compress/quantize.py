@@ -4,7 +4,7 @@
 activation ranges: minmax / entropy / percentile) or fp16. ``engine`` onnxruntime (default; a torch input is exported
 to ONNX first and the export verified) or torch (``torch.ao`` dynamic, re-applied at load). The defaults are the ones
 measured fastest and most accurate on this CPU (see :mod:`.quantize_onnx` and the README "Quantization"): U8S8,
-per-channel weights, no ConvInteger, tiny reductions kept FP32, residual Add written as Sum.
+per-channel weights, no ConvInteger, residual Add written as Sum.
 
 With ``accuracy_tolerance`` the stage keeps the most sensitive nodes in FP32 until the metric on the evaluation data
 is within the relative tolerance of the FP32 model (:mod:`.quantize_accuracy`), or fails with exit code 1.
@@ -27,7 +27,7 @@ from ..artifacts import ModelArtifact, check_inputs
 from ..data import Dataset
 from ..errors import GateFailed, InputError
 from . import quantize_onnx as qo
-from .quantize_accuracy import AccuracySearch
+from .quantize_accuracy import accuracy_search
 from .quantize_torch import TRANSFORM, run_torch_dynamic
 from .registry import StageConfig, StageContext, register_stage
 
@@ -61,11 +61,12 @@ class QuantizeConfig(StageConfig):
     op_types: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
     activation_matmuls: bool = False
-    min_reduction: int = 16
+    min_reduction: int = 0  # keep Conv/MatMul/Gemm with fewer multiply-adds per output in FP32 (0: off)
     optimize: str = "auto"
     preprocess: bool = True
     residual_sum: bool = True
     keep_io_fp32: bool = True
+    fp16_overflow: str = "error"  # or keep_fp32: run the layers around overflowing tensors in FP32
     accuracy_tolerance: float | None = None
     accuracy_metric: str = "accuracy"
     accuracy_samples: int = 1000
@@ -73,6 +74,8 @@ class QuantizeConfig(StageConfig):
     check_samples: int = 64
     exporter: str = "auto"
     torch_engine: str = "x86"
+    explain: bool = False  # modelpress.diagnose: explain the result against the FP32 model (metadata["explain"])
+    sensitivity: str = "leave_one_out"  # accuracy search order: one build per node, or layer_error (one pass)
 
     def __post_init__(self) -> None:
         for key in ("op_types", "exclude_nodes"):
@@ -82,7 +85,8 @@ class QuantizeConfig(StageConfig):
             object.__setattr__(self, key, tuple(str(v).strip() for v in value or ()))
         choices = {"mode": MODES, "engine": ENGINES, "calibrate": CALIBRATORS, "quant_format": FORMATS,
                    "optimize": OPTIMIZE, "accuracy_metric": METRICS, "exporter": EXPORTERS,
-                   "weight_type": ("int8", "uint8"), "activation_type": ("uint8", "int8")}
+                   "weight_type": ("int8", "uint8"), "activation_type": ("uint8", "int8"),
+                   "fp16_overflow": ("error", "keep_fp32"), "sensitivity": ("leave_one_out", "layer_error")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"quantize.{key} = {getattr(self, key)!r} is not allowed; use one of {allowed}")
@@ -113,7 +117,8 @@ def default_op_types(config: QuantizeConfig) -> tuple[str, ...]:
 @register_stage(QuantizeConfig)
 def run_quantize(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext) -> ModelArtifact:
     if config.engine == "torch":
-        return run_torch_dynamic(artifact, engine=config.torch_engine, notes=ctx.notes)
+        result = run_torch_dynamic(artifact, engine=config.torch_engine, notes=ctx.notes)
+        return _explain_hook(result, artifact, config, ctx) if config.explain else result
     if artifact.format not in ("torch", "onnx"):
         raise InputError(f"cannot quantize a {artifact.format} artifact", hint="quantize the ONNX model instead")
     if any(t.get("name") == TRANSFORM for t in artifact.transforms):
@@ -133,7 +138,7 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     calibration = _calibration_data(artifact, config, ctx) if config.mode == "static" else None
     if config.mode != "static" and config.calibration:
         notes.append(f"--calibration ignored: mode {config.mode} needs no calibration")
-    prepared = _prepare(fp32, config, tmp, notes, meta)
+    prepared = _prepare(fp32, config, tmp, notes, meta, _attention_shape(artifact))
     model = qo.load(prepared)
     op_types = default_op_types(config)
     qo.check_names(model, config.exclude_nodes, "exclude_nodes")
@@ -141,21 +146,19 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     chosen = qo.candidates(model, op_types)
     small = _small_reductions(model, chosen, config) if config.mode != "fp16" else {}
     user = [n for n in config.exclude_nodes if n in chosen or n in everything]
-    base_exclude = sorted(set(user) | set(small))
+    overflow = _fp16_overflow(prepared, config, ctx, user, meta) if config.mode == "fp16" else []
+    base_exclude = sorted(set(user) | set(small) | set(overflow))
     skipped_types = Counter(op for name, op in everything.items() if name not in chosen)
-    if skipped_types:
-        why = {"dynamic": "ConvInteger has no fast CPU kernel; use --mode static for convolutions"}.get(
-            config.mode, "not in the op types to quantize")
-        notes.append(f"not quantized in {config.mode} mode: "
-                     + ", ".join(f"{k} ×{v}" for k, v in sorted(skipped_types.items())) + f" ({why})")
+    for op, count in sorted(skipped_types.items()):
+        notes.append(f"not quantized in {config.mode} mode: {op} ×{count} ({_why_not(op, config)})")
     if small:
         notes.append(f"kept FP32 (reduction < {config.min_reduction} multiply-adds per output, where int8 kernels "
                      f"are slower): " + ", ".join(f"{n} ({k})" for n, k in sorted(small.items())))
     build = _builder(prepared, config, op_types, calibration, tmp, notes, meta)
     search_meta = None
     if config.accuracy_tolerance is not None:
-        result_path, accuracy_excluded, search_meta = _accuracy_search(
-            fp32, build, model, chosen, base_exclude, artifact, config, ctx, tmp)
+        result_path, accuracy_excluded, search_meta = accuracy_search(
+            fp32, build, model, chosen, base_exclude, artifact=artifact, config=config, ctx=ctx, tmp=tmp)
     else:
         result_path, accuracy_excluded = build(base_exclude, tmp / "quantized.onnx"), []
     final_model = qo.load(result_path)
@@ -176,13 +179,28 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     meta.update(
         op_types=list(op_types), quantized_op_counts=counts["quantized"], float_op_counts=counts["float"],
         kernels=counts["kernels"], quantized_nodes=counts["quantized_nodes"],
-        excluded_nodes={"user": sorted(user), "small_reduction": sorted(small), "accuracy": accuracy_excluded},
+        excluded_nodes={"user": sorted(user), "small_reduction": sorted(small), "fp16_overflow": overflow,
+                        "accuracy": accuracy_excluded},
         unhandled_ops=dict(unhandled), size_bytes_before=before, size_bytes_after=after, size_ratio=after / before,
         check=check, accuracy_search=search_meta,
     )
     notes.append(_summary(meta))
-    return artifact.evolve(format="onnx", module=None, path=final, metadata={**artifact.metadata,
-                                                                              "quantization": meta})
+    result = artifact.evolve(format="onnx", module=None, path=final, metadata={**artifact.metadata,
+                                                                                "quantization": meta})
+    if config.explain:
+        reference = artifact.evolve(format="onnx", module=None, path=fp32)
+        return _explain_hook(result, reference, config, ctx, build=build, tmp=tmp,
+                             base_exclude=[*base_exclude, *accuracy_excluded])
+    return result
+
+
+# ---- diagnostics hook (modelpress.diagnose): explain: true, sensitivity: layer_error ----------------------------
+def _explain_hook(result: ModelArtifact, reference: ModelArtifact, config: QuantizeConfig, ctx: StageContext, *,
+                  build: Any = None, base_exclude: list[str] | None = None, tmp: Path | None = None) -> ModelArtifact:
+    from ..diagnose.hooks import explain_quantized
+
+    return explain_quantized(result, reference, ctx.eval or ctx.calibration or ctx.train, threads=ctx.threads,
+                             notes=ctx.notes, build=build, base_exclude=base_exclude, work_dir=tmp)
 
 
 # ---- steps -------------------------------------------------------------------------------------------------------
@@ -201,7 +219,8 @@ def _fp32_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContex
         is_hf = str((artifact.builder or {}).get("ref", "")).startswith("hf:")
         exporter = "torchscript" if is_hf else "dynamo"  # MiniLM: torchscript graphs ran 12 % (FP32) faster here
     export_config = ExportConfig(exporter=exporter, verify_samples=16)
-    exported = export_onnx(artifact, tmp / "fp32.onnx", config=export_config)
+    with qo.quiet():  # the exporter logs warnings about optional packages (torchvision) on every call
+        exported = export_onnx(artifact, tmp / "fp32.onnx", config=export_config)
     data = ctx.eval or ctx.calibration or ctx.train
     if data is not None:
         report = verify_onnx(artifact, exported, data, config=export_config, threads=ctx.threads)
@@ -216,21 +235,72 @@ def _fp32_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContex
     return Path(exported.path)
 
 
-def _prepare(fp32: Path, config: QuantizeConfig, tmp: Path, notes: list[str], meta: dict[str, Any]) -> Path:
+def _attention_shape(artifact: ModelArtifact) -> tuple[int, int]:
+    """(num_heads, hidden_size) from an hf: model's config.json; (0, 0) = let the optimizer detect them."""
+    ref = str((artifact.builder or {}).get("ref", ""))
+    if not ref.startswith("hf:"):
+        return 0, 0
+    import json
+
+    from ..hf import resolve_model_dir
+
+    try:
+        config = json.loads((resolve_model_dir(ref[3:]) / "config.json").read_text(encoding="utf-8"))
+    except (InputError, OSError, ValueError):
+        return 0, 0
+    return int(config.get("num_attention_heads", 0) or 0), int(config.get("hidden_size", 0) or 0)
+
+
+def _prepare(fp32: Path, config: QuantizeConfig, tmp: Path, notes: list[str], meta: dict[str, Any],
+             attention: tuple[int, int]) -> Path:
     path = fp32
     optimize = "none" if config.optimize == "auto" else config.optimize
     if optimize == "transformer":
-        path = qo.optimize_transformer(path, tmp / "optimized.onnx", notes)
+        path = qo.optimize_transformer(path, tmp / "optimized.onnx", notes, num_heads=attention[0],
+                                       hidden_size=attention[1])
     if config.preprocess and config.mode != "fp16":
         path = qo.preprocess(path, tmp / "preprocessed.onnx", notes)
     meta.update(optimize=optimize, preprocess=config.preprocess and config.mode != "fp16")
-    if config.mode == "dynamic" and (not config.op_types or "Gemm" in config.op_types or "MatMul" in config.op_types):
+    if config.mode == "dynamic":
         model = qo.load(path)
         rewritten = qo.gemm_to_matmul(model)
         if rewritten:
             path = qo.save(model, tmp / "gemm-as-matmul.onnx")
         meta["gemm_rewritten"] = rewritten
     return path
+
+
+def _fp16_overflow(prepared: Path, config: QuantizeConfig, ctx: StageContext, user: list[str],
+                   meta: dict[str, Any]) -> list[str]:
+    """Nodes to keep in FP32 because a tensor they produce or read exceeds float16's range (or an error)."""
+    data = ctx.eval or ctx.calibration or ctx.train
+    if data is None:
+        ctx.notes.append("fp16 range not checked (no data given): overflow would show only on a real fp16 device")
+        return []
+    data = data.subset(slice(0, min(len(data), config.check_samples)))
+    found = qo.fp16_overflows(prepared, data, threads=ctx.threads)
+    meta["fp16_overflow"] = [{k: f[k] for k in ("tensor", "max_abs", "producer")} for f in found[:20]]
+    needed = sorted({n for f in found for n in (f["producer"], *f["consumers"]) if n} - set(user))
+    if not needed:
+        return []
+    top = found[0]
+    if config.fp16_overflow == "error":
+        raise GateFailed(
+            f"FP16 overflow: {len(found)} intermediate tensor(s) exceed 65504 on {len(data)} samples (largest "
+            f"{top['max_abs']:.3g}, {top['tensor']!r} from node {top['producer']!r}); in float16 they become inf",
+            hint=f"keep them in FP32 with --exclude-nodes {','.join(needed[:8])}{',…' if len(needed) > 8 else ''} "
+                 "(or --fp16-overflow keep-fp32), or use an int8 mode")
+    ctx.notes.append(f"fp16: kept {len(needed)} node(s) in FP32 around {len(found)} tensor(s) above 65504 "
+                     f"(largest {top['max_abs']:.3g} from {top['producer']}): {', '.join(needed[:8])}")
+    return needed
+
+
+def _why_not(op: str, config: QuantizeConfig) -> str:
+    if config.op_types:
+        return "not in --op-types"
+    if config.mode == "dynamic" and op == "Conv":
+        return "ConvInteger has no fast CPU kernel; use --mode static for convolutions"
+    return f"onnxruntime's {config.mode} quantizer has no int8 kernel for it"
 
 
 def _small_reductions(model: Any, chosen: dict[str, str], config: QuantizeConfig) -> dict[str, str]:
@@ -311,44 +381,6 @@ def _calibration_data(artifact: ModelArtifact, config: QuantizeConfig, ctx: Stag
     return data
 
 
-def _accuracy_search(fp32: Path, build: Any, model: Any, chosen: dict[str, str], base_exclude: list[str],
-                     artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext,
-                     tmp: Path) -> tuple[Path, list[str], dict[str, Any]]:
-    from onnx import numpy_helper
-
-    data = ctx.require("eval", stage="quantize --accuracy-tolerance")
-    check_inputs(artifact.inputs, next(data.batches(1))[0], model=artifact.source)
-    if len(data) > config.accuracy_samples:
-        rng = np.random.default_rng(ctx.seed)
-        data = data.subset(np.sort(rng.choice(len(data), config.accuracy_samples, replace=False)))
-    inits = {i.name: i for i in model.graph.initializer}
-    weight_bytes = {}
-    for node in model.graph.node:
-        if node.name in chosen:
-            weight = node.input[0] if node.op_type == "Gather" else node.input[1]
-            weight_bytes[node.name] = int(numpy_helper.to_array(inits[weight]).nbytes) if weight in inits else 0
-
-    def run(path: Path) -> np.ndarray:
-        return qo.run_outputs(path, data, threads=ctx.threads)
-
-    search = AccuracySearch(build=build, run=run, data=data, n_classes=artifact.n_classes,
-                            reference_logits=run(fp32), tolerance=float(config.accuracy_tolerance or 0.0),
-                            metric=config.accuracy_metric, max_excluded=config.max_excluded, work_dir=tmp,
-                            weight_bytes=weight_bytes)
-    candidates = {n: op for n, op in chosen.items() if n not in base_exclude}
-    result = search.search(candidates, base_exclude)
-    s = result.summary
-    ctx.notes.append(
-        f"accuracy-aware: {s['metric']} {s['final_metric']:.4f} vs FP32 {s['reference_metric']:.4f} "
-        f"(relative drop {s['final_relative_drop']:.4f} ≤ {s['tolerance']:g}) on {s['n_samples']} samples of "
-        f"{data.source}; all-quantized was {s['all_quantized_metric']:.4f}; {s['builds']} builds")
-    for step in result.steps:
-        ctx.notes.append(
-            f"kept FP32 for accuracy: {step['node']} ({step['op_type']}, {step['float_weight_bytes']} float weight "
-            f"bytes): KL gain {step['kl_gain']:.3g}, {s['metric']} after {step['metric_after']:.4f}")
-    return result.path, result.excluded, {**s, "steps": result.steps}
-
-
 def _check_outputs(fp32: Path, final: Path, artifact: ModelArtifact, config: QuantizeConfig,
                    ctx: StageContext) -> dict[str, Any] | None:
     """Run both models on a few samples: inf/NaN (FP16 overflow) is an error; fidelity numbers go to metadata."""
@@ -380,6 +412,7 @@ def _summary(meta: dict[str, Any]) -> str:
     check = meta.get("check") or {}
     tail = (f"; top-1 agreement {check['top1_agreement']:.4f}, max |Δlogit| {check['max_abs_diff']:.3g} on "
             f"{check['n_samples']} samples") if "top1_agreement" in check else ""
-    return (f"quantized {how}, per-channel {meta['per_channel']}: {counts}; {kept} node(s) kept FP32 by choice; "
+    channel = f", per-channel {meta['per_channel']}" if meta["mode"] != "fp16" else ""
+    return (f"quantized {how}{channel}: {counts}; {kept} node(s) kept FP32 by choice; "
             f"size {meta['size_bytes_before'] / 1e6:.2f} MB → {meta['size_bytes_after'] / 1e6:.2f} MB "
             f"(×{meta['size_ratio']:.3f}){tail}")

@@ -7,8 +7,10 @@ What each choice is, and why (measured on this project's CPU: AVX-512 VNNI, see 
 * **Per-channel weights** by default: all-MiniLM-L6-v2's pooled-embedding cosine to FP32 went from 0.963 to 0.993
   at the same speed.
 * **No ConvInteger** in dynamic mode: it is ~7× slower than FP32 Conv here (no fast kernel); CNNs take static mode.
-* **Tiny reductions stay FP32**: an int8 Conv with 9 multiply-adds per output (1 input channel, 3×3) ran 3.4×
-  slower than FP32; below ``min_reduction`` the int8 kernels' packing costs more than they save.
+* **Tiny reductions are quantized too, by default**: an int8 Conv with 9 multiply-adds per output (1 input
+  channel, 3×3) ran 3.4× slower than FP32, yet keeping it FP32 made zoo:cnn 2× slower overall, because the
+  float MaxPool after it then ran outside onnxruntime's NCHWc/NHWC fast paths. ``min_reduction`` keeps such
+  layers FP32 where that pays (off by default).
 * **Residual Add → Sum before LayerNormalization**: onnxruntime fuses Add + LayerNormalization into
   SkipLayerNormalization, whose CPU kernel measured 6× slower than Add + LayerNormalization (1.96 vs 0.32 ms at
   8×128×384). Writing the residual as ``Sum`` (same maths) keeps the fast path in any onnxruntime session.
@@ -64,8 +66,6 @@ def load(path: Path) -> Any:
 
 def save(model: Any, path: Path) -> Path:
     """Atomic save (temp file in the same folder, then rename)."""
-    import onnx
-
     from ..io import write_bytes
 
     write_bytes(path, model.SerializeToString())
@@ -93,12 +93,18 @@ def preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
     return src
 
 
-def optimize_transformer(src: Path, dst: Path, notes: list[str]) -> Path:
-    """onnxruntime.transformers fusions for BERT-like graphs (Attention, SkipLayerNorm, EmbedLayerNorm, BiasGelu)."""
+def optimize_transformer(src: Path, dst: Path, notes: list[str], *, num_heads: int = 0,
+                         hidden_size: int = 0) -> Path:
+    """onnxruntime.transformers fusions for BERT-like graphs (Attention, SkipLayerNorm, EmbedLayerNorm, BiasGelu).
+
+    ``num_heads`` / ``hidden_size`` (0: detect from the graph) come from the model's config.json when known; the
+    Attention fusion needs them for most exported graphs.
+    """
     from onnxruntime.transformers.optimizer import optimize_model
 
     with quiet():
-        optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
+        optimized = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                                   opt_level=0)
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     optimized.save_model_to_file(str(dst))
     notes.append("transformer fusions: " + (", ".join(f"{k} ×{v}" for k, v in sorted(fused.items())) or "none"))
@@ -106,9 +112,10 @@ def optimize_transformer(src: Path, dst: Path, notes: list[str]) -> Path:
 
 
 def gemm_to_matmul(model: Any) -> int:
-    """Rewrite ``Gemm(x, W, b)`` with constant W as ``MatMul`` + ``Add`` so dynamic quantization can take it.
+    """Rewrite ``Gemm(x, W, b)`` with constant W as ``MatMul`` (same node name) + ``Add``.
 
-    onnxruntime's dynamic quantizer handles MatMul but not Gemm (what torch exports for ``nn.Linear`` on 2-D input).
+    onnxruntime's dynamic quantizer quantizes MatMul, not Gemm (what torch exports for ``nn.Linear`` on 2-D input);
+    it rewrites Gemms itself but renames them, so exclusions and reports could no longer find them by name.
     Only plain Gemms (alpha = beta = 1, no transA) are rewritten. Returns how many.
     """
     from onnx import helper, numpy_helper
@@ -171,6 +178,15 @@ def reduction_size(model: Any, node: Any) -> int | None:
     return int(dims[-2]) if len(dims) >= 2 else None
 
 
+_WEIGHT_INPUT = {"Gather": 0, "EmbedLayerNormalization": 2}
+
+
+def weight_input(node: Any) -> str:
+    """The name of the input that holds a compute node's weight ("" when it has none)."""
+    index = _WEIGHT_INPUT.get(node.op_type, 1)
+    return node.input[index] if len(node.input) > index else ""
+
+
 def candidates(model: Any, op_types: tuple[str, ...]) -> dict[str, str]:
     """Nodes (name → op type) of ``op_types`` ∩ :data:`COMPUTE_OPS` that carry a constant weight."""
     inits = {i.name for i in model.graph.initializer}
@@ -178,8 +194,7 @@ def candidates(model: Any, op_types: tuple[str, ...]) -> dict[str, str]:
     for node in model.graph.node:
         if node.op_type not in op_types or node.op_type not in COMPUTE_OPS or not node.name:
             continue
-        weight = node.input[0] if node.op_type == "Gather" else (node.input[1] if len(node.input) > 1 else "")
-        if weight in inits:
+        if weight_input(node) in inits:
             found[node.name] = node.op_type
     return found
 
@@ -201,7 +216,7 @@ def float_compute_nodes(model: Any) -> dict[str, str]:
     for node in model.graph.node:
         if node.op_type not in COMPUTE_OPS:
             continue
-        weight = node.input[0] if node.op_type == "Gather" else (node.input[1] if len(node.input) > 1 else "")
+        weight = weight_input(node)
         if weight in dq_of_int or weight in int_inits:
             continue
         floats[node.name] = node.op_type
@@ -210,14 +225,19 @@ def float_compute_nodes(model: Any) -> dict[str, str]:
 
 def op_counts(model: Any, before: dict[str, str]) -> dict[str, Any]:
     """Quantized vs float compute ops by type, judged against the candidates ``before`` quantization."""
-    still_float = float_compute_nodes(model)
+    floats = float_compute_nodes(model)
+
+    def is_float(name: str) -> bool:  # onnxruntime's own Gemm → MatMul rewrite names the MatMul NAME_MatMul
+        return name in floats or f"{name}_MatMul" in floats
+
+    still_float = {name for name in before if is_float(name)}
     quantized = Counter(op for name, op in before.items() if name not in still_float)
     kept = Counter(op for name, op in before.items() if name in still_float)
     kernels = Counter(n.op_type for n in model.graph.node if n.op_type in INTEGER_OPS
                       or n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast"))
     return {"quantized": dict(sorted(quantized.items())), "float": dict(sorted(kept.items())),
             "quantized_nodes": sorted(n for n in before if n not in still_float),
-            "float_nodes": sorted(n for n in before if n in still_float), "kernels": dict(sorted(kernels.items()))}
+            "float_nodes": sorted(still_float), "kernels": dict(sorted(kernels.items()))}
 
 
 # ---- quantizers ----------------------------------------------------------------------------------------------
@@ -229,9 +249,18 @@ class CalibrationReader:
         self.names = input_names
         self.batch_size = batch_size
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
+        self._range = (0, len(self))
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Batches ``[start_index, end_index)`` only: onnxruntime calibrates stride by stride (bounded memory)."""
+        self._range = (start_index, end_index)
+        self._iter = None
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        for batch, _ in self.data.batches(self.batch_size):
+        start, stop = self._range
+        for index, (batch, _) in enumerate(self.data.batches(self.batch_size)):
+            if not start <= index < stop:
+                continue
             if len(self.names) == 1 and len(batch) == 1:
                 yield {self.names[0]: np.ascontiguousarray(next(iter(batch.values())))}
             else:
@@ -244,6 +273,7 @@ class CalibrationReader:
 
     def rewind(self) -> None:
         self._iter = None
+        self._range = (0, len(self))
 
     def __len__(self) -> int:
         return -(-len(self.data) // self.batch_size)
@@ -258,7 +288,8 @@ def _reader_class() -> type:
 def quantize_dynamic(src: Path, dst: Path, *, op_types: tuple[str, ...], per_channel: bool, reduce_range: bool,
                      weight_type: str, exclude: list[str]) -> Path:
     from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     with quiet():
         ort_quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(op_types), per_channel=per_channel,
@@ -283,8 +314,9 @@ def quantize_static(src: Path, dst: Path, *, reader: Any, cache: Path, op_types:
                              "MatMulConstBOnly": not activation_matmuls, "DefaultTensorType": TensorProto.FLOAT}
     if calibrate == "percentile":
         extra["CalibPercentile"] = float(percentile)
-    if calibrate == "minmax":
-        extra["CalibMaxIntermediateOutputs"] = 4  # merge ranges every 4 batches: bounded memory on big models
+    # One batch of intermediate tensors at a time: ranges (minmax) and histograms (entropy, percentile) are merged
+    # stride by stride, so memory stays bounded on big models (CalibMaxIntermediateOutputs drops data instead).
+    extra["CalibStridedMinMax"] = 1
     reader.rewind()
     with quiet():
         ort_quantize_static(
@@ -311,6 +343,58 @@ def out_of_fp16_range(model: Any) -> dict[str, int]:
     return {"clamped": big, "flushed": tiny}
 
 
+FP16_MAX = 65504.0
+#: Magnitudes from here up are masking sentinels (``torch.finfo(float32).min`` in attention masks), not activations:
+#: float16 conversion turns them into ±65504 / ±inf on purpose, and softmax gives the same result.
+SENTINEL = 1e30
+
+
+def fp16_overflows(path: Path, data: Dataset, *, threads: int, batch_size: int = 8) -> list[dict[str, Any]]:
+    """Intermediate FP32 tensors whose magnitude exceeds float16's range on ``data``: they overflow to inf in a
+    true FP16 run.
+
+    Looked for in the FP32 model rather than in the FP16 one because onnxruntime's CPU provider has few float16
+    kernels: it casts around them and computes in FP32, so an FP16 model can look fine on CPU and overflow on a GPU.
+    Values of :data:`SENTINEL` magnitude and above are masks, not overflow.
+    Returns one entry per overflowing tensor (largest first): tensor, max_abs, producer node, consumer nodes.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.shape_inference.infer_shapes(load(path))
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output]}
+    producer = {out: node.name for node in model.graph.node for out in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.name)
+    watched = [t for t, ty in types.items() if ty == TensorProto.FLOAT and t in producer]
+    existing = {o.name for o in model.graph.output}
+    for name in watched:
+        if name not in existing:
+            model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    from ..evaluate.backends import ort_session
+
+    tmp = path.with_name(f".{path.stem}.ranges.onnx")
+    save(model, tmp)
+    try:
+        sess = ort_session(str(tmp), threads=threads)
+        names = graph_input_names(model)
+        peak = dict.fromkeys(watched, 0.0)
+        for batch, _ in data.batches(batch_size):
+            feed = ({names[0]: next(iter(batch.values()))} if len(names) == 1 and len(batch) == 1
+                    else {n: batch[n] for n in names})
+            for name, value in zip(watched, sess.run(watched, feed), strict=True):
+                magnitude = np.abs(value[np.isfinite(value)])
+                magnitude = magnitude[magnitude < SENTINEL]
+                peak[name] = max(peak[name], float(magnitude.max()) if magnitude.size else 0.0)
+    finally:
+        tmp.unlink(missing_ok=True)
+    found = [{"tensor": t, "max_abs": v, "producer": producer[t], "consumers": consumers.get(t, [])}
+             for t, v in peak.items() if v > FP16_MAX]
+    return sorted(found, key=lambda f: -f["max_abs"])
+
+
 def convert_fp16(src: Path, dst: Path, *, keep_io_fp32: bool, exclude: list[str]) -> Path:
     """Float16 weights and compute via onnxruntime.transformers' float16 converter (onnxconverter-common's code)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -318,7 +402,53 @@ def convert_fp16(src: Path, dst: Path, *, keep_io_fp32: bool, exclude: list[str]
     model = load(src)
     with quiet():
         converted = convert_float_to_float16(model, keep_io_types=keep_io_fp32, node_block_list=list(exclude) or None)
+    drop_cast_round_trips(converted)
     return save(converted, dst)
+
+
+def drop_cast_round_trips(model: Any) -> int:
+    """Remove FP32 → FP16 → FP32 Cast pairs (the converter puts one between two nodes it kept in FP32).
+
+    Such a pair is not a no-op: it rounds to float16 and turns anything above 65504 into inf, which is exactly
+    what keeping those nodes in FP32 was meant to avoid. Returns how many pairs were removed.
+    """
+    from onnx import TensorProto, helper
+
+    def cast_to(node: Any) -> int | None:
+        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
+
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    removed: set[int] = set()
+    rename: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "Cast" or cast_to(node) != TensorProto.FLOAT16 or node.output[0] in outputs:
+            continue
+        users = consumers.get(node.output[0], [])
+        if not users or any(u.op_type != "Cast" or cast_to(u) != TensorProto.FLOAT or u.output[0] in outputs
+                            for u in users):
+            continue
+        removed.add(id(node))
+        for user in users:
+            removed.add(id(user))
+            rename[user.output[0]] = node.input[0]
+    if not rename:
+        return 0
+    kept = [n for n in model.graph.node if id(n) not in removed]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    live = {o for n in kept for o in n.output}
+    stale = [v for v in model.graph.value_info if v.name not in live]
+    for value in stale:
+        model.graph.value_info.remove(value)
+    return len(rename)
 
 
 def session(path: Path, threads: int) -> Any:
@@ -336,7 +466,8 @@ def run_outputs(path: Path, data: Dataset, *, threads: int, batch_size: int = 64
     for batch, _ in data.batches(batch_size):
         feed = ({names[0]: next(iter(batch.values()))} if len(names) == 1 and len(batch) == 1
                 else {n: batch[n] for n in names})
-        outs.append(np.asarray(sess.run([output], feed)[0], dtype=np.float64).reshape(len(next(iter(feed.values()))), -1))
+        rows = len(next(iter(feed.values())))
+        outs.append(np.asarray(sess.run([output], feed)[0], dtype=np.float64).reshape(rows, -1))
     return np.concatenate(outs)
 
 

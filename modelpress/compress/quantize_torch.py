@@ -64,7 +64,7 @@ def quantized_layer_counts(module: Any) -> tuple[dict[str, int], dict[str, int],
     size = 0
     for sub in module.modules():
         kind = type(sub).__name__
-        if type(sub).__module__.startswith("torch.ao.nn.quantized"):
+        if type(sub).__module__.startswith("torch.ao.nn.quantized") and not kind.endswith("PackedParams"):
             quantized[kind.replace("DynamicQuantized", "").replace("Quantized", "") or kind] += 1
             weights, biases = _packed_tensors(sub)
             size += sum(w.numel() * w.element_size() for w in weights)  # int8: one byte per weight
@@ -90,7 +90,6 @@ def _packed_tensors(sub: Any) -> tuple[list[Any], list[Any]]:
 
 def run_torch_dynamic(artifact: ModelArtifact, *, engine: str, notes: list[str]) -> ModelArtifact:
     """A copy of ``artifact`` with int8 Linear/LSTM/GRU layers; the input artifact is not touched."""
-    import torch
 
     if artifact.format != "torch" or artifact.module is None:
         raise InputError(f"--engine torch quantizes torch models; {artifact.source} is {artifact.format}",

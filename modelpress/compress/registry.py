@@ -64,6 +64,11 @@ class StageContext:
         return data
 
 
+#: ``artifact.metadata[COST_KEY]``: what making the artifact cost, filled by the stage that made it (see
+#: :func:`modelpress.compress.train.stage_cost`) and cleared from the input before every stage, so it never leaks
+#: into the next one: ``{"train_wall_s", "epochs", "calibration_wall_s", "peak_rss_bytes", ...}``.
+COST_KEY = "cost"
+
 C = TypeVar("C", bound=StageConfig)
 StageFn = Callable[[ModelArtifact, Any, StageContext], ModelArtifact]
 STAGES: dict[type[StageConfig], StageFn] = {}
@@ -97,6 +102,10 @@ def run_stage(artifact: ModelArtifact, config: StageConfig, ctx: StageContext) -
     if fn is None:
         raise InputError(f"no stage registered for {type(config).__name__}")
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    if COST_KEY in artifact.metadata:  # the cost of the stage that made the input is not this stage's cost
+        artifact = artifact.evolve(metadata={k: v for k, v in artifact.metadata.items() if k != COST_KEY})
     result = fn(artifact, config, ctx)
+    if result is artifact:  # a stage that kept its input must not change the caller's object
+        result = artifact.evolve()
     result.history = [*result.history, {"kind": config.kind, "params": config.params()}]
     return result

@@ -352,9 +352,10 @@ def build_engine(onnx_path: Path, *, config: ExportConfig, calibration: Dataset 
     major = int(str(trt.__version__).split(".")[0])
     qdq = qdq_info(load_onnx(onnx_path, with_data=False))
     if qdq["problems"]:
-        raise InputError(f"TensorRT needs symmetric int8 Q/DQ; {onnx_path} has {len(qdq['problems'])} other "
-                         f"(first: {qdq['problems'][0]})", hint="quantize with int8 activations and weights, "
-                         "symmetric (zero point 0)")
+        raise InputError(f"{onnx_path} has {len(qdq['problems'])} Q/DQ nodes TensorRT cannot build "
+                         f"(first: {qdq['problems'][0]}); it needs symmetric int8",
+                         hint="re-quantize with symmetric int8 activations: modelpress quantize --mode static "
+                              "--activation-type int8 --symmetric-activations")
     plan = build_plan(config.precision, trt_major=major, qdq_nodes=qdq["nodes"],
                       has_calibration=calibration is not None and len(calibration) > 0)
     logger = trt_logger(trt)
@@ -397,7 +398,7 @@ def build_engine(onnx_path: Path, *, config: ExportConfig, calibration: Dataset 
             calib_profile.set_shape(name, shape, shape, shape)
         bconf.set_calibration_profile(calib_profile)
         bconf.int8_calibrator = make_entropy_calibrator(trt, feeder)
-    cache_info = _attach_timing_cache(bconf, config.timing_cache, notes)
+    cache_info = _attach_timing_cache(bconf, config.timing_cache, notes, logger)
     t0 = time.perf_counter()
     try:
         serialized = builder.build_serialized_network(network, bconf)
@@ -417,19 +418,22 @@ def build_engine(onnx_path: Path, *, config: ExportConfig, calibration: Dataset 
                        build_s=build_s, notes=notes)
 
 
-def _attach_timing_cache(bconf: Any, path: str | None, notes: list[str]) -> dict[str, Any]:
+def _attach_timing_cache(bconf: Any, path: str | None, notes: list[str], logger: Any) -> dict[str, Any]:
     """Reuse the timing cache at ``path`` when it loads and matches this GPU / TensorRT; else start a fresh one.
 
-    The cache only speeds up builds, so a file that does not load is a note, not an error.
+    The cache only speeds up builds, so a file that does not load is a note, not an error. "Loads" means no
+    exception, no null cache, ``set_timing_cache`` true and no error logged meanwhile.
     """
     data = Path(path).read_bytes() if path and Path(path).is_file() else b""
     reused = False
     if data:
+        errors = logger.errors
         try:
             cache = bconf.create_timing_cache(data)
             reused = cache is not None and bool(bconf.set_timing_cache(cache, ignore_mismatch=False))
         except Exception:  # TensorRT raises its own error types for a cache it cannot read
             reused = False
+        reused = reused and logger.errors == errors
         if not reused:
             notes.append(f"timing cache {path} was not usable (another GPU or TensorRT version, or corrupt); "
                          "built with a fresh one")
@@ -477,11 +481,17 @@ def gate_message(report: dict[str, Any], precision: str) -> str:
 
 
 def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageContext) -> ModelArtifact:
-    """The ``format: tensorrt`` branch of the export stage: verified ONNX → engine → verified engine."""
+    """The ``format: tensorrt`` branch of the export stage: verified ONNX → engine → verified engine.
+
+    Side effects: writes ``model.onnx`` (for a torch input), ``model.engine`` and, for calibrated int8,
+    ``calibration.cache`` into ``ctx.work_dir``; rewrites ``config.timing_cache`` when one is named.
+    """
     from ..evaluate.tensorrt_backend import CudaRuntime, require_tensorrt
     from .export import onnx_for_export
 
     require_tensorrt("export --format tensorrt", needs="TensorRT and a CUDA GPU")
+    import tensorrt as trt
+
     if artifact.format == "tensorrt":
         raise InputError(f"{artifact.source} is already a TensorRT engine",
                          hint="export from the torch model or its ONNX artifact")
@@ -498,8 +508,6 @@ def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageCon
         write_bytes(ctx.work_dir / "calibration.cache", build.calibration_cache)
     if config.timing_cache:
         write_bytes(Path(config.timing_cache), build.timing_cache)
-    import tensorrt as trt
-
     metadata = dict(onnx_artifact.metadata)
     if "verification" in metadata:
         metadata["onnx_verification"] = metadata.pop("verification")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,8 +27,9 @@ from .. import progress
 from ..artifacts import ModelArtifact
 from ..data import Dataset
 from ..errors import InputError
+from ..evaluate.memory import process_peak_rss_bytes
 from ..io import read_json, sha256_arrays, write_bytes, write_json
-from .registry import StageConfig, StageContext, register_stage
+from .registry import COST_KEY, StageConfig, StageContext, register_stage
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -92,7 +94,7 @@ def split_validation(data: Dataset, fraction: float, *, seed: int) -> tuple[Data
     """A seeded, stratified (train, validation) split of ``data``; ``fraction`` of the samples go to validation."""
     from sklearn.model_selection import train_test_split
 
-    n_val = int(round(len(data) * fraction))
+    n_val = round(len(data) * fraction)
     if n_val < 1 or len(data) - n_val < 1:
         raise InputError(f"val_fraction {fraction} of {len(data)} samples leaves an empty train or validation split")
     counts = np.bincount(data.y, minlength=data.n_classes)
@@ -129,7 +131,9 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
 
     Returns:
         ``{"epochs", "epochs_run", "loss_per_epoch", "val_loss_per_epoch", "val_accuracy_per_epoch", "best_epoch",
-        "stopped_early", "resumed_from_epoch"}``; losses are per-sample means.
+        "stopped_early", "resumed_from_epoch", "wall_s", "peak_rss_bytes", "peak_rss_growth_bytes"}``; losses are
+        per-sample means, ``wall_s`` the training seconds (earlier attempts of a resumed run included), the peak
+        figures as in :func:`_record_peak_rss` (absent where ``ru_maxrss`` is not available).
     """
     import torch
     import torch.nn.functional as F
@@ -164,15 +168,18 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
     bad_epochs = 0
     ckpt = None
     if checkpoint_dir is not None:
-        run_id = _fingerprint(module, data, val_data, dict(
-            epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, optimizer=optimizer,
-            schedule=schedule, patience=patience, loss=fingerprint or ("cross_entropy" if loss_fn is None else desc)))
+        run_id = _fingerprint(module, data, val_data, {
+            "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed,
+            "optimizer": optimizer, "schedule": schedule, "patience": patience,
+            "loss": fingerprint or ("cross_entropy" if loss_fn is None else desc)})
         ckpt = _Checkpoints(Path(checkpoint_dir), run_id)
         resumed = ckpt.load(module, opt, sched)
         if resumed is not None:
             log, generator.bit_generator.state, best_state, best_loss, bad_epochs = resumed
             log["resumed_from_epoch"] = log["epochs_run"]
     done = log["epochs_run"]
+    started, wall_before = time.perf_counter(), float(log.get("wall_s") or 0.0)  # a resumed run adds its time
+    rss_before = process_peak_rss_bytes()
     module.train()
     try:
         with progress.bar(epochs * steps_per_epoch, desc, unit="step") as bar:
@@ -197,6 +204,7 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
                     bar.update(1)
                 log["loss_per_epoch"].append(total / len(data))
                 log["epochs_run"] = epoch + 1
+                log["wall_s"] = round(wall_before + time.perf_counter() - started, 6)
                 postfix = f"loss {log['loss_per_epoch'][-1]:.4f}"
                 if val_data is not None:
                     val_loss, val_acc = _validate(module, val_data, batch_size=max(256, batch_size))
@@ -219,7 +227,45 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
         module.eval()
     if best_state is not None:
         module.load_state_dict(best_state)
+    log["wall_s"] = round(wall_before + time.perf_counter() - started, 6)
+    _record_peak_rss(log, rss_before)
     return log
+
+
+def _record_peak_rss(log: dict[str, Any], before: int | None) -> None:
+    """``peak_rss_bytes``: the process's high-water mark after training (earlier allocations included, so an upper
+    bound of what training needed); ``peak_rss_growth_bytes``: how far training raised it (0 when it stayed under
+    an earlier peak, so a lower bound). Both from ``ru_maxrss``, free to read; a resumed run keeps the larger."""
+    after = process_peak_rss_bytes()
+    if after is None or before is None:
+        return
+    log["peak_rss_bytes"] = max(after, int(log.get("peak_rss_bytes") or 0))
+    log["peak_rss_growth_bytes"] = max(after - before, int(log.get("peak_rss_growth_bytes") or 0))
+
+
+def stage_cost(logs: Sequence[dict[str, Any]] = (), *, calibration_wall_s: float | None = None) -> dict[str, Any]:
+    """The ``artifact.metadata[COST_KEY]`` record of a stage, from the :func:`fit` logs it ran (several for
+    step-wise pruning) and, for quantization, the calibration time.
+
+    Returns:
+        ``{"train_wall_s", "epochs", "calibration_wall_s", "peak_rss_bytes", "peak_rss_growth_bytes", "curves"}``:
+        wall seconds of training (summed over logs; ``None`` without training), epochs actually run, seconds spent
+        calibrating, the peak-memory figures of :func:`fit` (largest over logs) and the per-epoch curves
+        (``loss``, ``val_loss``, ``val_accuracy``, concatenated over logs) for reports and TensorBoard.
+    """
+    logs = [log for log in logs if log]
+    peaks = [int(log["peak_rss_bytes"]) for log in logs if log.get("peak_rss_bytes") is not None]
+    growth = [int(log["peak_rss_growth_bytes"]) for log in logs if log.get("peak_rss_growth_bytes") is not None]
+    return {
+        "train_wall_s": round(sum(float(log.get("wall_s") or 0.0) for log in logs), 6) if logs else None,
+        "epochs": sum(int(log.get("epochs_run") or 0) for log in logs) if logs else None,
+        "calibration_wall_s": None if calibration_wall_s is None else round(float(calibration_wall_s), 6),
+        "peak_rss_bytes": max(peaks) if peaks else None,
+        "peak_rss_growth_bytes": max(growth) if growth else None,
+        "curves": {"loss": [v for log in logs for v in log.get("loss_per_epoch") or []],
+                   "val_loss": [v for log in logs for v in log.get("val_loss_per_epoch") or []],
+                   "val_accuracy": [v for log in logs for v in log.get("val_accuracy_per_epoch") or []]},
+    }
 
 
 def _validate(module: Any, data: Dataset, *, batch_size: int) -> tuple[float, float]:
@@ -348,6 +394,7 @@ def run_train(artifact: ModelArtifact, config: TrainConfig, ctx: StageContext) -
               checkpoint_dir=checkpoints)
     discard_checkpoints(checkpoints)
     result.metadata["training"] = log
+    result.metadata[COST_KEY] = stage_cost([log])
     return result
 
 

@@ -114,12 +114,37 @@ def _ort_runner(artifact: ModelArtifact, threads: int) -> Runner:
     load_onnx(artifact.path, with_data=False)  # external data checked before onnxruntime reads it
     session = ort_session(str(artifact.path), threads=threads)
     names = tuple(i.name for i in session.get_inputs())
-    output = session.get_outputs()[0].name
+    output = score_output([(o.name, o.type) for o in session.get_outputs()])
+    wanted = {i.name: _ORT_DTYPES.get(i.type) for i in session.get_inputs()}
 
     def call(batch: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(session.run([output], {n: batch[n] for n in names})[0], dtype=np.float32)
+        missing = [n for n in names if n not in batch]
+        if missing:
+            raise InputError(f"model {artifact.source} expects inputs {list(names)} (by name) but got {sorted(batch)}")
+        return np.asarray(session.run([output], {n: _cast(batch[n], wanted[n]) for n in names})[0], dtype=np.float32)
 
     return Runner("onnxruntime", threads, names, call)
+
+
+#: onnxruntime input types → numpy dtypes: same-kind arrays (float32 data for a double input, int32 ids for int64)
+#: are cast, so a converted model (skl2onnx ``DoubleTensorType``) takes the data as it is.
+_ORT_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64),
+               "tensor(float16)": np.dtype(np.float16), "tensor(int64)": np.dtype(np.int64),
+               "tensor(int32)": np.dtype(np.int32)}
+
+
+def _cast(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    if dtype is None or array.dtype == dtype:
+        return array
+    same_kind = (array.dtype.kind == "f") == (dtype.kind == "f") and array.dtype.kind in "fiu"
+    return array.astype(dtype) if same_kind else array
+
+
+def score_output(outputs: list[tuple[str, str]]) -> str:
+    """The output that holds the scores: the first float tensor (a converted classifier may put an integer
+    ``label`` output first), else the first output. ``outputs`` are (name, onnxruntime type) pairs."""
+    floats = [name for name, kind in outputs if kind in ("tensor(float)", "tensor(double)", "tensor(float16)")]
+    return floats[0] if floats else outputs[0][0]
 
 
 AVAILABILITY: dict[str, Callable[[], None]] = {}

@@ -87,9 +87,8 @@ def log_probabilities(scores: np.ndarray, *, n_classes: int) -> np.ndarray:
     """
     probs, note = to_probabilities(scores, n_classes=n_classes)
     arr = np.asarray(scores, dtype=np.float64)
-    if note == "probabilities":
-        with np.errstate(divide="ignore"):
-            return np.log(probs)
+    if note == "probabilities":  # a probability of exactly 0 (float32 underflow) ranks lowest, but stays finite
+        return np.log(np.maximum(probs, np.finfo(np.float64).tiny))
     if note == "sigmoid(logit)":
         z = arr.reshape(-1)
         return np.column_stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])

@@ -495,7 +495,7 @@ def trt_logger(trt: Any) -> Any:
     """The process's one TensorRT logger: it keeps warnings and errors in ``.messages`` instead of printing them.
 
     One instance for every builder and runtime, because TensorRT treats the logger as a process-wide singleton.
-    Callers note ``len(logger.messages)`` before a call and read what was added after it.
+    Callers note ``len(logger.messages)`` (or ``logger.errors``) before a call and read what was added after it.
     """
     global _LOGGER
     if _LOGGER is None:
@@ -503,11 +503,14 @@ def trt_logger(trt: Any) -> Any:
             def __init__(self) -> None:
                 trt.ILogger.__init__(self)
                 self.messages: list[str] = []
+                self.errors = 0  # a running count, so a caller can tell whether a call logged an error
 
             def log(self, severity: Any, msg: str) -> None:
                 if int(severity) <= int(trt.ILogger.Severity.WARNING):
                     self.messages.append(" ".join(str(msg).split()))
                     del self.messages[:-200]  # bounded: only the latest lines are ever reported
+                if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                    self.errors += 1
 
         _LOGGER = Logger()
     return _LOGGER

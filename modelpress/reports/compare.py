@@ -321,7 +321,51 @@ def _table_rows(base: dict[str, Any], cand: dict[str, Any]) -> list[dict[str, An
         ratio = c_val / b_val if delta is not None and b_val not in (0, 0.0) and kind in ("bytes", "count") else None
         rows.append({"section": section, "key": key, "kind": kind, "baseline": b_val, "candidate": c_val,
                      "delta": delta, "ratio": ratio})
+    for section, key, kind, b_val, c_val in _measurement_values(base, cand):
+        if b_val is None and c_val is None:
+            continue
+        delta = c_val - b_val if _is_number(b_val) and _is_number(c_val) else None
+        ratio = c_val / b_val if delta is not None and b_val not in (0, 0.0) and kind in ("bytes", "count") else None
+        rows.append({"section": section, "key": key, "kind": kind, "baseline": b_val, "candidate": c_val,
+                     "delta": delta, "ratio": ratio})
     return rows
+
+
+def _measurement_values(base: dict[str, Any], cand: dict[str, Any]) -> list[tuple[str, str, str, Any, Any]]:
+    """Rows of the optional sections (k-NN probe, robustness, memory, cost) either side has, matched by key:
+    robustness by noise level, memory by backend and batch size."""
+
+    def flat(stage: dict[str, Any]) -> dict[tuple[str, str], tuple[str, Any]]:
+        out: dict[tuple[str, str], tuple[str, Any]] = {}
+        knn = stage.get("knn") if isinstance(stage.get("knn"), dict) else {}
+        for key in ("accuracy", "reference_cosine_mean"):
+            if key in knn:
+                out[("knn", f"knn_{key}")] = ("fraction" if key == "accuracy" else "value", knn[key])
+        robust = stage.get("robustness") if isinstance(stage.get("robustness"), dict) else {}
+        for row in robust.get("levels") if isinstance(robust.get("levels"), list) else []:
+            if isinstance(row, dict) and _is_number(row.get("level")):
+                for key in ("accuracy", "f1_macro"):
+                    out[("robustness", f"{key}[noise={row['level']:g}]")] = ("fraction", row.get(key))
+        memory = stage.get("memory") if isinstance(stage.get("memory"), dict) else {}
+        if "weight_bytes" in memory:
+            out[("memory", "weight_bytes")] = ("bytes", memory["weight_bytes"])
+        for row in memory.get("rows") if isinstance(memory.get("rows"), list) else []:
+            if isinstance(row, dict):
+                where = f"[{row.get('backend')} b={row.get('batch_size')}]"
+                for key in ("peak_rss_bytes", "peak_delta_bytes"):
+                    out[("memory", key + where)] = ("bytes", row.get(key))
+        cost = stage.get("cost") if isinstance(stage.get("cost"), dict) else {}
+        for key, kind in (("train_wall_s", "value"), ("epochs", "count"), ("calibration_wall_s", "value"),
+                          ("peak_rss_bytes", "bytes")):
+            if cost.get(key) is not None:
+                out[("cost", key if key != "peak_rss_bytes" else "peak_rss_bytes[training]")] = (kind, cost[key])
+        return out
+
+    b_rows, c_rows = flat(base), flat(cand)
+    keys = [*b_rows, *(k for k in c_rows if k not in b_rows)]
+    return [(section, key, (b_rows.get((section, key)) or c_rows[(section, key)])[0],
+             b_rows.get((section, key), (None, None))[1], c_rows.get((section, key), (None, None))[1])
+            for section, key in keys]
 
 
 def _latency_rows(base: dict[str, Any], cand: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..io import write_text
 from . import plots
+from .measurements import measurement_tables
 
 __all__ = ["HTML_FILENAME", "load_predictions", "render_html", "write_html"]
 
@@ -101,6 +102,7 @@ def _view(report: Mapping[str, Any], predictions: Mapping[str, np.ndarray] | Non
                    "message": str(g.get("message") or "")}
                   for s in stages for g in s.get("gates") or [] if isinstance(g, Mapping)],
         "pending_gates": _pending_gates(pipeline, stages),
+        "measurements": measurement_tables(stages),
     }
 
 
@@ -214,7 +216,16 @@ def _details(number: int, stage: Mapping[str, Any]) -> dict[str, Any]:
                    for k, v in params.items()],
         "notes": [str(n) for n in stage.get("notes") or []] + ([f"ROC-AUC undefined: {reason}"] if reason else []),
         "latency": latency,
+        "explain": _explain(stage),
     }
+
+
+def _explain(stage: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stage's Explain section (modelpress explain / quantize explain: true) as plain strings."""
+    from .explain_md import explain_view
+
+    explain = stage.get("explain")
+    return explain_view(explain) if isinstance(explain, Mapping) else None
 
 
 # ---- formatting ---------------------------------------------------------------------------------------------

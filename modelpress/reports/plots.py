@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["confusion_png", "pareto_points", "pareto_png", "roc_png", "size_png"]
+__all__ = ["confusion_png", "pareto_png", "pareto_points", "roc_png", "size_png"]
 
 _DPI = 100
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -112,7 +112,7 @@ def size_png(stages: Sequence[Mapping[str, Any]]) -> str | None:
     ax.barh(positions, values, color=[_COLORS[i % len(_COLORS)] for i in range(len(rows))])
     ax.set_yticks(positions, [_short(n) for n, _ in rows], fontsize=8)
     ax.invert_yaxis()
-    for y, v in zip(positions, values):
+    for y, v in zip(positions, values, strict=True):
         ax.annotate(f"{v:,.1f}", (v, y), textcoords="offset points", xytext=(3, -3), fontsize=8)
     ax.set_xlabel(f"artifact size ({unit})")
     ax.set_title("Size")
@@ -164,7 +164,9 @@ def confusion_png(matrix: Any, class_names: Sequence[Any] | None, title: str) ->
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0 or not np.isfinite(m).all():
         return None
     n = m.shape[0]
-    names = [_short(c, 12) for c in class_names] if class_names and len(class_names) == n else [str(i) for i in range(n)]
+    names = [str(i) for i in range(n)]
+    if class_names and len(class_names) == n:
+        names = [_short(c, 12) for c in class_names]
     side = min(7.0, 2.4 + 0.35 * n)
     fig = _figure(side + 0.8, side)
     ax = fig.add_subplot()

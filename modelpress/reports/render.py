@@ -88,6 +88,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += [_data_line(data), ""]
     if stages:
         lines += _summary_section(stages)
+        lines += _measurements_section(stages)
         for number, stage in enumerate(stages, start=1):
             lines += _stage_section(stage, number=number, class_names=data.get("class_names"))
     else:
@@ -247,6 +248,18 @@ def _summary_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _measurements_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Memory, k-NN probe, robustness and cost side by side (only those measured; see ``measurements.py``)."""
+    from .measurements import measurement_tables
+
+    lines: list[str] = []
+    for table in measurement_tables(stages):
+        rows = [[md_escape(cell) for cell in row] for row in table["rows"]]
+        lines += [f"## {md_escape(table['title'])}", "", *_table([md_escape(h) for h in table["headers"]], rows), "",
+                  f"{md_escape(table['note'][:1].upper() + table['note'][1:])}.", ""]
+    return lines
+
+
 def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -> list[str]:
     lines = [f"## {number}. {md_escape(stage.get('name', ''))} ({md_escape(stage.get('kind', ''))})", ""]
     artifact = stage.get("artifact")
@@ -355,6 +368,12 @@ def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -
                 _int(entry.get("support")),
             ])
         lines += ["**Per class**", "", *_table(["#", "class", "precision", "recall", "F1", "support"], rows), ""]
+
+    explain = stage.get("explain")  # modelpress explain / quantize explain: true (see reports/explain_md.py)
+    if isinstance(explain, Mapping):
+        from .explain_md import explain_lines
+
+        lines += explain_lines(explain, level=3)
 
     gates = stage.get("gates") or []
     if gates:

@@ -113,7 +113,7 @@ def test_feature_matching_pulls_student_features_to_the_teacher(teacher, digits,
     train, test = digits
     wide = {"hidden": [256]}
     # seed 1: a student initialised like the teacher (seed 0) would have aligned hidden units from the start
-    common = dict(teacher="input", student="zoo:mlp", student_kwargs=wide, epochs=3, lr=3e-3, seed=1)
+    common = {"teacher": "input", "student": "zoo:mlp", "student_kwargs": wide, "epochs": 3, "lr": 3e-3, "seed": 1}
     plain = _distill(teacher_artifact, train, tmp_path / "plain", **common)
     matched = _distill(teacher_artifact, train, tmp_path / "feat", features=[["2", "2"]], feature_weight=50.0,
                        **common)
@@ -127,6 +127,18 @@ def test_feature_matching_pulls_student_features_to_the_teacher(teacher, digits,
         gap_plain = float(F.mse_loss(hidden(plain.module), target))
         gap_matched = float(F.mse_loss(hidden(matched.module), target))
     assert gap_matched < 0.5 * gap_plain
+
+
+def test_onnx_teacher_teaches_like_its_torch_original(teacher, few_labels, digits, tmp_path):
+    teacher_artifact, _ = teacher
+    onnx_teacher = run_stage(teacher_artifact, config_for("export", {"exporter": "torchscript"}),
+                             StageContext(work_dir=tmp_path / "onnx", eval=digits[1]))
+    common = {"student": "zoo:mlp", "student_kwargs": STUDENT, "epochs": 2, "seed": 0}
+    from_torch = _distill(teacher_artifact, few_labels, tmp_path / "t", teacher="input", **common)
+    from_onnx = _distill(teacher_artifact, few_labels, tmp_path / "o", teacher=str(onnx_teacher.path), **common)
+    a, b = from_torch.module.state_dict(), from_onnx.module.state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
+    assert from_onnx.metadata["distillation"]["teacher"] == str(onnx_teacher.path)
 
 
 def test_feature_matching_needs_equal_shapes(teacher, few_labels, tmp_path):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -36,7 +34,8 @@ def make_report(run_name: str = "html-test", class_names: tuple[str, str] = ("be
             "notes": [], "artifact": {"path": f"stages/{name}/model", "format": "onnx" if kind == "export" else
                                       "torch", "sha256": "cd" * 32, "size_bytes": size},
             "metrics": {"accuracy": accuracy, "f1_macro": accuracy - 0.01, "roc_auc": 0.97,
-                        "confusion_matrix": [[20 - wrong // 2, wrong // 2], [wrong - wrong // 2, 20 - wrong + wrong // 2]]},
+                        "confusion_matrix": [[20 - wrong // 2, wrong // 2],
+                                             [wrong - wrong // 2, 20 - wrong + wrong // 2]]},
             "fidelity": None if kind == "original" else {"reference": "00-original", "top1_agreement": 0.95,
                                                           "max_abs_diff": 0.125, "mean_kl": 0.01},
             "latency": [{"backend": backend, "batch_size": bs, "threads": 1, "n": 100, "median_ms": median * bs,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -118,7 +117,7 @@ def test_structured_50_removes_channels_and_still_exports(dense_cnn, digits, tmp
 
 
 def test_structured_on_mlp_reloads_from_manifest(digits, tmp_path):
-    train, test = digits
+    _, test = digits
     mlp = load_model("zoo:mlp", data=test, kwargs={"hidden": [32, 16]})
     saved, _ = _prune(mlp, digits, tmp_path, method="structured", amount=0.5, importance="l2")
     reloaded = load_model(str(tmp_path / "out"))
@@ -228,7 +227,7 @@ def test_cli_finetune_without_data_exits_2(run_cli, dense_cnn, tmp_path):
 
 
 def test_cli_prune_with_finetune_writes_a_reloadable_artifact(run_cli, dense_cnn, digits, tmp_path):
-    _, folder, dense_acc = dense_cnn
+    _, folder, _ = dense_cnn
     out = tmp_path / "s50"
     result = run_cli("prune", folder, "--method", "structured", "--amount", "0.5", "--finetune-epochs", "2",
                      "--lr", "3e-3", "--data", "sklearn:digits", "-o", out)
@@ -239,3 +238,9 @@ def test_cli_prune_with_finetune_writes_a_reloadable_artifact(run_cli, dense_cnn
     record = reloaded.metadata["pruning"]
     assert record["after"]["params"] < 0.6 * record["before"]["params"]
     assert _accuracy(reloaded, digits[1]) > 0.5
+
+
+def test_structured_round_to_keeps_multiples(dense_cnn, digits, tmp_path):
+    artifact, _, _ = dense_cnn
+    saved, _ = _prune(artifact, digits, tmp_path, method="structured", amount=0.3, round_to=8)
+    assert saved.metadata["pruning"]["channels"] == {"1": [16, 8], "5": [32, 16], "10": [64, 40]}

