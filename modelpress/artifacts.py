@@ -49,7 +49,9 @@ def check_inputs(specs: tuple[InputSpec, ...], batch: dict[str, np.ndarray], *, 
     """Raise InputError, expected vs got, when a batch does not fit the model's inputs."""
     missing = [s.name for s in specs if s.name not in batch]
     if len(specs) == 1 and len(batch) == 1 and missing:
-        return  # a single unnamed input maps to the single model input by position
+        # a single input maps to the single model input by position; its shape and dtype are still checked
+        _check_one(specs[0], next(iter(batch.values())), model)
+        return
     if missing:
         raise InputError(f"model {model} expects inputs {[s.name for s in specs]} but the data has {sorted(batch)}")
     for spec in specs:

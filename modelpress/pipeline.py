@@ -376,8 +376,9 @@ class _Runner:
             described["path"] = f"{STAGES_DIR}/{name}/{described['path']}" if described["path"] else None
             stage = {"name": name, "kind": kind, "params": params, "notes": [*record["notes"], *result.notes],
                      "artifact": described, **result.as_stage_fields(), "gates": []}
-            if artifact.metadata.get("verification"):
-                stage["verification"] = artifact.metadata["verification"]
+            for key in ("verification", "explain"):
+                if artifact.metadata.get(key):
+                    stage[key] = artifact.metadata[key]
             if kind != "original":  # what making it cost: the stage's own record (COST_KEY) and its wall time
                 stage["cost"] = {**(artifact.metadata.get(COST_KEY) or {}), "stage_wall_s": record.get("stage_seconds")}
             eval_sha = _save_eval(folder / EVAL_FILE, result)
