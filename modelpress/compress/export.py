@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
 import math
 import os
 import warnings
@@ -159,6 +160,18 @@ def _example_inputs(artifact: ModelArtifact, batch: int = 2) -> tuple[Any, ...]:
     return tuple(tensors)
 
 
+@contextlib.contextmanager
+def _quiet_torch_onnx_logs() -> Any:
+    """The dynamo exporter logs a warning per missing torchvision op; they say nothing about the user's model."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(artifact: ModelArtifact, path: Path, *, config: ExportConfig) -> ModelArtifact:
     """Write ``path`` atomically (export to a temp name in the same folder, check, then rename)."""
     import onnx
@@ -182,7 +195,7 @@ def export_onnx(artifact: ModelArtifact, path: Path, *, config: ExportConfig) ->
         kwargs["dynamic_axes"] = axes
         kwargs["dynamo"] = False
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_onnx_logs():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, _example_inputs(artifact), str(tmp), **kwargs)
         model = onnx.load(str(tmp))
