@@ -29,6 +29,7 @@ import numpy as np
 
 from ..artifacts import ModelArtifact
 from ..errors import InputError
+from ..evaluate.backends import ort_session_options
 
 #: Ops onnxruntime runs as integer kernels (the int8 work a quantized model is meant to do).
 INT8_KERNELS = frozenset({
@@ -130,12 +131,7 @@ def profile_onnx(path: str | os.PathLike[str], batch: dict[str, np.ndarray], *, 
         raise InputError(f"profile runs must be ≥ 1 and warmup ≥ 0, got runs={runs}, warmup={warmup}")
     load_onnx(Path(path), with_data=False)  # external data checked before onnxruntime reads it
     with tempfile.TemporaryDirectory(prefix="modelpress-profile-") as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
+        opts = ort_session_options(threads=threads)  # the evaluator's settings, so times are comparable
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "trace")
         try:

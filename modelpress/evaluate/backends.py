@@ -86,8 +86,9 @@ def _torch_runner(artifact: ModelArtifact, threads: int) -> Runner:
     return Runner("torch", threads, names, call)
 
 
-def ort_session(path: str, *, threads: int, providers: list[str] | None = None) -> Any:
-    """An onnxruntime session with a fixed thread count and full graph optimisation."""
+def ort_session_options(*, threads: int) -> Any:
+    """The session settings every onnxruntime measurement shares: fixed intra-op threads, one inter-op thread,
+    sequential execution, full graph optimisation, errors-only logging."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -96,6 +97,14 @@ def ort_session(path: str, *, threads: int, providers: list[str] | None = None) 
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    return opts
+
+
+def ort_session(path: str, *, threads: int, providers: list[str] | None = None) -> Any:
+    """An onnxruntime session with a fixed thread count and full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort_session_options(threads=threads)
     try:
         return ort.InferenceSession(path, sess_options=opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
