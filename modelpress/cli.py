@@ -56,6 +56,15 @@ def _threads_option(fn: Any) -> Any:
                         help="Intra-op threads, the same for every backend.")(fn)
 
 
+def _artifact_output_options(fn: Any) -> Any:
+    """-o/--out, --force and --trust-checkpoint: what every stage command that writes an artifact folder takes."""
+    fn = click.option("--trust-checkpoint", is_flag=True,
+                      help="Allow full unpickling of a checkpoint you made yourself.")(fn)
+    fn = click.option("--force", is_flag=True, help="Replace an existing output folder.")(fn)
+    return click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+                        help="Artifact folder to write.")(fn)
+
+
 def _prepare_output_folder(out: Path, inputs: Sequence[str], *, force: bool) -> None:
     """Refuse an output equal to an input, a non-empty folder (without --force) or a read-only place."""
     resolved = out.resolve()
@@ -269,9 +278,7 @@ def _tensorrt_options(fn: Any) -> Any:
 @click.option("--weights", help="Weights for zoo:/factory models.")
 @click.option("--label-column", default="label", show_default=True)
 @_threads_option
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Artifact folder to write.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+@_artifact_output_options
 def export(model: str, fmt: str, opset: int, dynamic_batch: bool, verify: bool, atol: float, rtol: float,
            exporter: str, data_ref: str | None, weights: str | None, label_column: str, threads: int, out: Path,
            force: bool, trust_checkpoint: bool, **tensorrt_options: Any) -> None:
@@ -551,9 +558,7 @@ def _print_outcome(outcome: Any) -> None:
 @click.option("--weights", help="Weights for zoo:/factory models.")
 @click.option("--label-column", default="label", show_default=True)
 @_threads_option
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Artifact folder to write.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+@_artifact_output_options
 def prune(model: str, method: str, amount: float | None, target_macs: float | None, scope: str | None,
           importance: str, steps: int, finetune_epochs: int, lr: float, batch_size: int, ignore: tuple[str, ...],
           round_to: int, seed: int, data_ref: str | None, weights: str | None, label_column: str, threads: int,
@@ -605,9 +610,7 @@ def prune(model: str, method: str, amount: float | None, target_macs: float | No
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @_threads_option
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Artifact folder to write.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+@_artifact_output_options
 def distill(teacher: str, student: str, student_kwargs: str | None, data_ref: str | None, temperature: float,
             alpha: float, epochs: int, lr: float, batch_size: int, features: tuple[str, ...], feature_weight: float,
             val_fraction: float, patience: int, seed: int, label_column: str, threads: int, out: Path, force: bool,
@@ -688,9 +691,7 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--weights", help="Weights for zoo:/factory/hf: models.")
 @click.option("--label-column", default="label", show_default=True)
 @_threads_option
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Artifact folder to write.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+@_artifact_output_options
 def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, calibrate: str, calibration_samples: int,
              per_channel: bool, symmetric_activations: bool, activation_type: str, reduce_range: bool,
              quant_format: str, op_types: str | None, exclude_nodes: str | None, optimize: str, keep_io_fp32: bool,

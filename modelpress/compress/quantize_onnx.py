@@ -22,6 +22,7 @@ import contextlib
 import io
 import logging
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,19 @@ def save(model: Any, path: Path) -> Path:
 
 
 # ---- preparation ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _scratch_cwd() -> Iterator[None]:
+    """Run in a throwaway working folder: when symbolic shape inference fails, onnxruntime dumps
+    ``sym_shape_infer_temp.onnx`` plus its external data (90 MB for MiniLM) into the current folder."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="modelpress-preprocess-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
+
+
 def preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
     """``quant_pre_process`` (shape inference + onnxruntime's basic graph optimisation), as onnxruntime advises.
 
@@ -82,8 +96,8 @@ def preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
 
     for symbolic in (True, False):
         try:
-            with quiet():
-                quant_pre_process(str(src), str(dst), skip_symbolic_shape=not symbolic)
+            with quiet(), _scratch_cwd():
+                quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=not symbolic)
             if not symbolic:
                 notes.append("pre-processing ran without symbolic shape inference (it failed on this graph)")
             return dst
