@@ -353,11 +353,11 @@ def report(run_dir: Path, fmt: str, output: Path | None) -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse finished stages of OUT/digits/.")
 @_threads_option
 def demo(out: Path, epochs: int | None, resume: bool, threads: int) -> None:
-    """Run the bundled examples/digits.yaml: train a CNN on sklearn digits, compress it, write OUT/digits/.
+    """Run the bundled examples/digits.yaml: train a CNN on sklearn digits, compress it, write OUT/demo/.
 
     \b
     Example:
-      modelpress demo && open reports/digits/report.html
+      modelpress demo && open reports/demo/report.html
     """
     import dataclasses
 
@@ -367,7 +367,7 @@ def demo(out: Path, epochs: int | None, resume: bool, threads: int) -> None:
     if epochs is not None:
         stages = tuple(dataclasses.replace(c, epochs=epochs) if c.kind == "train" else c for c in spec.stages)
         spec = dataclasses.replace(spec, stages=stages)
-    spec = dataclasses.replace(spec, evaluate=dataclasses.replace(spec.evaluate, threads=threads))
+    spec = dataclasses.replace(spec, name="demo", evaluate=dataclasses.replace(spec.evaluate, threads=threads))
     outcome = execute_pipeline(spec, out_dir=out / spec.name, resume=resume)
     _print_outcome(outcome)
 
@@ -674,6 +674,8 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--format", "quant_format", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True)
 @click.option("--op-types", help="Comma-separated op types to quantize (default: per mode).")
 @click.option("--exclude-nodes", help="Comma-separated node names to keep in float.")
+@click.option("--min-reduction", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep Conv/MatMul/Gemm with fewer multiply-adds per output in FP32 (0: quantize all).")
 @click.option("--optimize", type=click.Choice(["auto", "transformer", "none"]), default="auto", show_default=True,
               help="Graph optimisation before quantizing; transformer = onnxruntime's BERT fusions.")
 @click.option("--keep-io-fp32/--fp16-io", default=True, show_default=True, help="fp16 mode: keep inputs/outputs FP32.")
@@ -694,10 +696,10 @@ def _names(value: str | None) -> tuple[str, ...]:
 @_artifact_output_options
 def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, calibrate: str, calibration_samples: int,
              per_channel: bool, symmetric_activations: bool, activation_type: str, reduce_range: bool,
-             quant_format: str, op_types: str | None, exclude_nodes: str | None, optimize: str, keep_io_fp32: bool,
-             fp16_overflow: str, accuracy_tolerance: float | None, accuracy_metric: str, max_excluded: int, data_ref: str | None,
-             weights: str | None, label_column: str, threads: int, out: Path, force: bool,
-             trust_checkpoint: bool) -> None:
+             quant_format: str, op_types: str | None, exclude_nodes: str | None, min_reduction: int, optimize: str,
+             keep_io_fp32: bool, fp16_overflow: str, accuracy_tolerance: float | None, accuracy_metric: str,
+             max_excluded: int, data_ref: str | None, weights: str | None, label_column: str, threads: int, out: Path,
+             force: bool, trust_checkpoint: bool) -> None:
     """Quantize MODEL to INT8 (dynamic or static) or FP16; torch models are exported to ONNX first.
 
     \b
@@ -713,7 +715,8 @@ def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, ca
                             calibration_samples=calibration_samples, per_channel=per_channel,
                             symmetric_activations=symmetric_activations, activation_type=activation_type,
                             reduce_range=reduce_range, quant_format=quant_format, op_types=_names(op_types),
-                            exclude_nodes=_names(exclude_nodes), optimize=optimize, keep_io_fp32=keep_io_fp32,
+                            exclude_nodes=_names(exclude_nodes), min_reduction=min_reduction, optimize=optimize,
+                            keep_io_fp32=keep_io_fp32,
                             fp16_overflow=fp16_overflow.replace("-", "_"),
                             accuracy_tolerance=accuracy_tolerance, accuracy_metric=accuracy_metric,
                             max_excluded=max_excluded)

@@ -12,7 +12,7 @@ from modelpress.reports import load_report
 def test_demo_completes_and_passes_its_gates(tmp_path, run_cli):
     result = run_cli("demo", "--out", tmp_path)
     assert result.exit_code == 0, result.stderr
-    report = load_report(tmp_path / "digits")
+    report = load_report(tmp_path / "demo")
     names = [s["name"] for s in report["stages"]]
     assert names == report["pipeline"]["stages_planned"] and names[0] == "01-train"  # every stage ran
     assert {n.split("-", 1)[1] for n in names} <= set(CONFIGS)
@@ -22,5 +22,5 @@ def test_demo_completes_and_passes_its_gates(tmp_path, run_cli):
     assert final["metrics"]["accuracy"] > 0.9
     assert final["gates"] and all(g["passed"] for g in final["gates"])
     assert report["pipeline"]["complete"] is True
-    assert (tmp_path / "digits" / "report.html").stat().st_size > 50_000  # table + embedded plots
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 50_000  # table + embedded plots
     assert "01-train" in result.stdout and "report: " in result.stderr
