@@ -312,6 +312,9 @@ class _Checker:
         if not plain and not model and "#" in ref:
             ref, split = ref.rsplit("#", 1)
             suffix = f"#{split}"
+        if ref.startswith("text:") and not model:  # text:FILE?options: the file is relative to the spec too
+            file, sep, query = ref[5:].partition("?")
+            return f"text:{self.path_ref(file, plain=True)}{sep}{query}{suffix}"
         if _SCHEME_REF.match(ref) or Path(ref).is_absolute():
             return ref + suffix
         return str(self.base_dir / ref) + suffix
