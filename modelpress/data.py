@@ -160,6 +160,8 @@ def load_data(
     path = Path(base)
     suffix = "".join(path.suffixes[-1:]).lower()
     scheme = base.split(":", 1)[0] if ":" in base else ""
+    if (scheme == "text" and scheme not in _SCHEMES) or (suffix == ".jsonl" and suffix not in _SUFFIXES):
+        from . import hf  # noqa: F401  (registers text data sources)
     if scheme in _SCHEMES:
         loader = _SCHEMES[scheme]
     elif suffix in _SUFFIXES:

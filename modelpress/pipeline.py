@@ -376,7 +376,7 @@ class _Runner:
             described["path"] = f"{STAGES_DIR}/{name}/{described['path']}" if described["path"] else None
             stage = {"name": name, "kind": kind, "params": params, "notes": [*record["notes"], *result.notes],
                      "artifact": described, **result.as_stage_fields(), "gates": []}
-            for key in ("verification", "explain"):
+            for key in ("verification", "explain", "quantization"):
                 if artifact.metadata.get(key):
                     stage[key] = artifact.metadata[key]
             if kind != "original":  # what making it cost: the stage's own record (COST_KEY) and its wall time

@@ -58,6 +58,8 @@ def load_model(
         ref, weights = ref.rsplit("@", 1)
     path = Path(ref)
     scheme = ref.split(":", 1)[0] if ":" in ref else ""
+    if scheme == "hf" and scheme not in _SCHEMES:
+        from . import hf  # noqa: F401  (registers the hf: source; needs the optional transformers extra)
     if scheme in _SCHEMES:
         return _SCHEMES[scheme](ref, data=data, weights=weights, trust_checkpoint=trust_checkpoint, **options)
     if path.suffix.lower() in _SUFFIXES:
