@@ -91,10 +91,8 @@ def _torch_inputs(data: Dataset) -> tuple[InputSpec, ...]:
 
 
 @register_model_scheme("zoo")
-def _load_zoo(ref: str, *, data: Dataset | None, weights: str | None, trust_checkpoint: bool = False, **kw: Any) -> ModelArtifact:
-    from .zoo import build_zoo
-
-    name = ref.split(":", 1)[1]
+def _load_zoo(ref: str, *, data: Dataset | None, weights: str | None, trust_checkpoint: bool = False,
+              **kw: Any) -> ModelArtifact:
     data = _need_data(ref, data)
     kwargs = {"input_shape": list(data.sample_shape), "n_classes": data.n_classes, **kw.get("kwargs", {})}
     builder = {"ref": ref, "kwargs": kwargs}

@@ -8,14 +8,13 @@ named ``a|b`` or ``<script>`` therefore neither breaks a table nor reaches a vie
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from .fmt import NONE, finite_number as _num, plain_text as _t
+
 __all__ = ["explain_lines", "explain_markdown", "explain_view"]
 
-NONE = "—"
 TOP_OPS = 10
 TOP_LAYERS = 12
 
@@ -167,17 +166,6 @@ def _recommendation(rec: Mapping[str, Any]) -> dict[str, str]:
 
 
 # ---- formatting (plain text; each renderer escapes) --------------------------------------------------------------
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _t(value: Any) -> str:
-    return NONE if value is None or value == "" else str(value)
-
-
 def _f(value: Any, digits: int) -> str:
     number = _num(value)
     return NONE if number is None else f"{number:.{digits}g}"

@@ -7,14 +7,13 @@ and the HTML template autoescapes them, so a stage or backend named ``<script>``
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .fmt import NONE, finite_number as _num, plain_text as _str
+
 __all__ = ["measurement_tables"]
 
-NONE = "—"
 
 
 def measurement_tables(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -115,17 +114,6 @@ def _cost(stages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 def _list(value: Any) -> list[Any]:
     """A report from elsewhere may hold anything where a list belongs: only a list is iterated."""
     return value if isinstance(value, list) else []
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _str(value: Any) -> str:
-    return NONE if value is None or value == "" else str(value)
 
 
 def _pct(value: Any) -> str:

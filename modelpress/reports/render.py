@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_write, write_json, write_text
+from .fmt import NONE, finite_number as _num
 from .schema import REPORT_FILENAME, validate_report
 
 __all__ = ["MARKDOWN_FILENAME", "PREDICTIONS_FILENAME", "md_escape", "render_markdown", "write_report"]
@@ -25,7 +26,6 @@ __all__ = ["MARKDOWN_FILENAME", "PREDICTIONS_FILENAME", "md_escape", "render_mar
 MARKDOWN_FILENAME = "report.md"
 PREDICTIONS_FILENAME = "predictions.npz"
 
-NONE = "—"
 _MD_ESCAPES = {
     "\\": "\\\\",
     "|": "\\|",
@@ -437,13 +437,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
         cells = [*row[:width], *([NONE] * (width - len(row)))]
         out.append("| " + " | ".join(cells) + " |")
     return out
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _text(value: Any) -> str:
