@@ -446,6 +446,10 @@ class _Checker:
                     hint = "write the parameters next to 'type:' (e.g. '- type: prune' then 'amount: 0.5')"
                 raise self.loc.error((*path, key), f"unknown key for stage {kind!r}", hint=hint)
             params[key] = _coerce(val, hints.get(key, Any), (*path, key), self.loc)
+        for key, ref_kind in cls.references.items():  # file references in stage parameters: relative to the spec
+            value = params.get(key)
+            if isinstance(value, str) and value and value not in cls.keywords:
+                params[key] = self.path_ref(value, model=ref_kind == "model", plain=ref_kind == "path")
         if "optional" in fields:
             params["optional"] = optional
         try:

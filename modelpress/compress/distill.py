@@ -32,6 +32,8 @@ class DistillConfig(StageConfig):
     """``temperature`` > 0 softens both distributions; ``alpha`` in [0, 1] weighs the soft loss against labels."""
 
     kind: ClassVar[str] = "distill"
+    references: ClassVar[dict[str, str]] = {"teacher": "model", "student": "model"}
+    keywords: ClassVar[tuple[str, ...]] = ("original", "input")
     teacher: str = "original"
     student: str = "input"
     student_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -36,6 +36,7 @@ class ExportConfig(StageConfig):
     """``format`` onnx (or tensorrt, GPU only); ``atol``/``rtol`` bound |onnx − torch| elementwise on logits."""
 
     kind: ClassVar[str] = "export"
+    references: ClassVar[dict[str, str]] = {"timing_cache": "path"}
     format: str = "onnx"
     opset: int = 18
     dynamic_batch: bool = True

