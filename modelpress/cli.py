@@ -56,10 +56,13 @@ def _threads_option(fn: Any) -> Any:
                         help="Intra-op threads, the same for every backend.")(fn)
 
 
+_trust_option = click.option("--trust-checkpoint", is_flag=True,
+                             help="Allow full unpickling of a checkpoint you made yourself.")
+
+
 def _artifact_output_options(fn: Any) -> Any:
     """-o/--out, --force and --trust-checkpoint: what every stage command that writes an artifact folder takes."""
-    fn = click.option("--trust-checkpoint", is_flag=True,
-                      help="Allow full unpickling of a checkpoint you made yourself.")(fn)
+    fn = _trust_option(fn)
     fn = click.option("--force", is_flag=True, help="Replace an existing output folder.")(fn)
     return click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
                         help="Artifact folder to write.")(fn)
@@ -167,7 +170,7 @@ def _noise_levels(text: str | None) -> tuple[float, ...]:
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
               help="Reports folder; the report goes to OUT/NAME/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stage result as JSON on stdout.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+@_trust_option
 @_measurement_options
 def evaluate(model: str, data_ref: str, weights: str | None, backend: tuple[str, ...], batch_sizes: tuple[int, ...],
              threads: int, reference: str | None, precise: bool, no_latency: bool, label_column: str,
@@ -757,7 +760,7 @@ def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, ca
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
               help="Reports folder; the report goes to OUT/NAME/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON on stdout.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint you made yourself.")
+@_trust_option
 def explain_command(model: str, reference: str, data_ref: str, weights: str | None, threads: int, batch_size: int,
                     samples: int, runs: int, fp16: bool, label_column: str, name: str | None, out: Path,
                     as_json: bool, trust_checkpoint: bool) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .fmt import NONE, finite_number as _num, plain_text as _t
+from .fmt import NONE, finite_number as _num, number_or_dash, percent, plain_text as _t
+from .fmt import integer as _i
 
 __all__ = ["explain_lines", "explain_markdown", "explain_view"]
 
@@ -167,25 +168,16 @@ def _recommendation(rec: Mapping[str, Any]) -> dict[str, str]:
 
 # ---- formatting (plain text; each renderer escapes) --------------------------------------------------------------
 def _f(value: Any, digits: int) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{number:.{digits}g}"
-
-
-def _i(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{int(number):,}"
+    return number_or_dash(value, lambda n: f"{n:.{digits}g}")
 
 
 def _ms(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{number:.3g} ms"
+    return number_or_dash(value, lambda n: f"{n:.3g} ms")
 
 
 def _pct(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{number * 100:.1f}%"
+    return percent(value, 1)
 
 
 def _db(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{number:.1f} dB"
+    return number_or_dash(value, lambda n: f"{n:.1f} dB")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 NONE = "—"  # what a missing or undefined value shows as in every rendered table
@@ -20,3 +21,19 @@ def finite_number(value: Any) -> float | None:
 def plain_text(value: Any) -> str:
     """``str(value)``, or :data:`NONE` for None and the empty string. Not escaped: each renderer escapes."""
     return NONE if value is None or value == "" else str(value)
+
+
+def number_or_dash(value: Any, render: Callable[[float], str]) -> str:
+    """``render(number)`` for a finite number, :data:`NONE` for anything else (None, NaN, a string, a bool)."""
+    number = finite_number(value)
+    return NONE if number is None else render(number)
+
+
+def percent(value: Any, decimals: int = 2) -> str:
+    """A fraction as a percentage: 0.9911 → ``99.11%``."""
+    return number_or_dash(value, lambda n: f"{n * 100:.{decimals}f}%")
+
+
+def integer(value: Any) -> str:
+    """With thousands separators: 23722 → ``23,722``."""
+    return number_or_dash(value, lambda n: f"{int(n):,}")

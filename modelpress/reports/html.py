@@ -16,13 +16,13 @@ import numpy as np
 
 from ..io import write_text
 from . import plots
+from .fmt import NONE, finite_number as _num, integer as _int, percent as _pct
 from .measurements import measurement_tables
 
 __all__ = ["HTML_FILENAME", "load_predictions", "render_html", "write_html"]
 
 HTML_FILENAME = "report.html"
 MAX_PREDICTIONS_BYTES = 512 * 1024 * 1024
-NONE = "—"
 
 
 def write_html(report: Mapping[str, Any], out_dir: str | Path, *,
@@ -229,15 +229,7 @@ def _explain(stage: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 # ---- formatting ---------------------------------------------------------------------------------------------
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        return None
-    return float(value)
 
-
-def _pct(value: Any, decimals: int = 2) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{number * 100:.{decimals}f}%"
 
 
 def _delta_pts(value: Any, base: Any) -> str:
@@ -262,11 +254,6 @@ def _bytes(value: float | None) -> str:
         if value >= scale:
             return f"{value / scale:.3g} {unit}"
     return f"{int(value)} B"
-
-
-def _int(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{int(number):,}"
 
 
 def _general(value: Any) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .fmt import NONE, finite_number as _num, plain_text as _str
+from .fmt import NONE, finite_number as _num, number_or_dash, plain_text as _str
+from .fmt import integer as _int, percent as _pct
 
 __all__ = ["measurement_tables"]
 
@@ -116,14 +117,8 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _pct(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{number * 100:.2f}%"
-
-
 def _fixed(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{number:.4f}"
+    return number_or_dash(value, lambda n: f"{n:.4f}")
 
 
 def _delta_pts(value: Any, base: float | None) -> str:
@@ -131,14 +126,8 @@ def _delta_pts(value: Any, base: float | None) -> str:
     return "" if number is None or base is None else f" ({(number - base) * 100:+.2f} pts)"
 
 
-def _int(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{int(number):,}"
-
-
 def _seconds(value: Any) -> str:
-    number = _num(value)
-    return NONE if number is None else f"{number:.3g} s" if number < 100 else f"{number:,.0f} s"
+    return number_or_dash(value, lambda n: f"{n:.3g} s" if n < 100 else f"{n:,.0f} s")
 
 
 def _bytes(value: Any) -> str:
