@@ -49,6 +49,19 @@ def test_trace_parsing_skips_warmup_and_assigns_kernels_to_calls() -> None:
         parse_ort_trace(_trace(), skip=2, batch_size=8, threads=2)
 
 
+def test_tied_kernel_times_still_average_exactly_the_faster_half() -> None:
+    """Kernel times are whole µs, so calls tie; ``k <= median`` once took 7 of 12 calls on an AVX2 CPU."""
+    events = []
+    for call, dur in enumerate([300, 300, 300, 300, 500]):  # call 0 is the warm-up; four tied calls follow
+        ts = call * 1000
+        events += [{"cat": "Session", "name": "model_run", "ts": ts, "dur": dur + 20},
+                   {"cat": "Node", "name": "fc_kernel_time", "ts": ts + 5, "dur": dur, "args": {"op_name": "Gemm"}}]
+    events[0:2] = [{**events[0], "dur": 5000}, {**events[1], "dur": 4000}]
+    summary = parse_ort_trace(events, skip=1, batch_size=8, threads=1)
+    assert summary["runs"] == 4 and summary["calls_averaged"] == 2
+    assert summary["kernel_ms"] == pytest.approx(0.3)
+
+
 def test_names_and_classes() -> None:
     assert node_key("fc2/MatMulAddFusion_quant_kernel_time") == "fc2"
     assert node_key("fused conv1") == "conv1"
