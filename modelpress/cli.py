@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,7 +107,9 @@ def run_single_stage(config: Any, model: str, *, data: str | None, weights: str 
     run_data = load_run_data(DataSpec(eval=data, label_column=label_column), need_train=True) if data else None
     eval_data = run_data.eval if run_data else None
     artifact = load_model(model, data=eval_data, weights=weights, trust_checkpoint=trust_checkpoint)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
+    from .io import make_temp_dir
+
+    staging = make_temp_dir(out.resolve().parent, prefix=f".{out.name}.")
     try:
         ctx = StageContext(work_dir=staging, train=run_data.train if run_data else None, eval=eval_data,
                            calibration=run_data.calibration if run_data else None, original=artifact,

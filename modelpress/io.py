@@ -3,6 +3,10 @@
 Every output goes through :func:`atomic_write`: a temp file in the target's folder, written, flushed, fsynced and
 then ``os.replace``-d over the target. On any exception the temp file is removed and the old target stays
 byte-identical. Multi-file artifacts write their data first and a manifest last, as the commit marker.
+
+Permissions follow the umask, as ``open()`` would give them: ``mkstemp`` and ``mkdtemp`` create 0600 / 0700 so that
+nobody reads a half-written file, and that mode would otherwise survive the rename (a CI artifact upload, a web
+server or a serving container running as another user could not read report.json while model.onnx was 0644).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +25,42 @@ from typing import IO, Any
 from .errors import InputError, ModelpressError
 
 TMP_SUFFIX = ".tmp"
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the kernel allows.
+
+    Linux ≥ 4.7 reports it in ``/proc/self/status``; elsewhere ``os.umask`` must set it to read it, so the
+    set-and-restore pair runs under a lock (another modelpress thread never sees the temporary value; a foreign thread
+    creating a file in that microsecond could, which is why the ``/proc`` reading comes first).
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` would create now: 0o666 less the umask (0644 under 022, 0600 under 077)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir`` would create now: 0o777 less the umask (0755 under 022, 0700 under 077)."""
+    return 0o777 & ~current_umask()
+
+
+def make_temp_dir(parent: str | os.PathLike[str], *, prefix: str, suffix: str = TMP_SUFFIX) -> Path:
+    """A fresh staging folder in ``parent`` (so that it can be renamed into place) with the umask's folder mode."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(folder, dir_mode())
+    return folder
 
 
 @contextlib.contextmanager
@@ -38,6 +79,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), file_mode())
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
     except BaseException as exc:
