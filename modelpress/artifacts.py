@@ -4,12 +4,17 @@ A saved artifact is a folder: the weights (``model.safetensors``) or the graph (
 data), then ``manifest.json`` written last as the commit marker. The manifest says how to rebuild the torch module
 without pickle: the builder reference and keyword arguments, the saved tensor shapes (so structurally pruned layers
 are resized before loading) and post-load transforms (e.g. dynamic INT8 quantization, re-applied deterministically).
+
+The manifest also records the sha256 of every file it covers (``files``, since manifest version 2); loading checks
+them, so a swapped, truncated or tampered weight file is exit 2 instead of a silently different model. Version-1
+manifests (no hashes, written before modelpress 0.x added them) still load, with a note that nothing was verified.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +26,15 @@ from .errors import InputError
 from .io import read_json, sha256_file, write_json
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no file hashes (loaded with an InputNote)
+
+
+class InputNote(UserWarning):
+    """An input that loads but was coerced or not verified (an unhashed manifest, float labels, float16 weights).
+
+    Raised with :func:`warnings.warn`, so library users can filter it; the CLI prints each as ``note: …`` and
+    ``evaluate`` records them in the report's stage notes."""
 FORMATS = ("torch", "onnx", "tensorrt")
 
 
@@ -152,7 +165,15 @@ class ModelArtifact:
             "transforms": self.transforms,
             "history": self.history,
             "metadata": self.metadata,
+            "files": self._file_hashes(),
         }
+
+    def _file_hashes(self) -> dict[str, str]:
+        """``{path relative to the artifact folder: sha256}`` of every file this artifact is made of."""
+        if self.path is None:
+            return {}
+        folder = self.path if self.format == "torch" else Path(self.path).parent
+        return {f.relative_to(folder).as_posix(): sha256_file(f) for f in self.files()}
 
     def save(self, folder: str | os.PathLike[str]) -> ModelArtifact:
         """Write the artifact into ``folder`` (data first, manifest last) and return it pointing there."""
@@ -236,14 +257,63 @@ def apply_transforms(module: Any, transforms: list[dict[str, Any]]) -> Any:
 
         if t["name"] not in TRANSFORMS:
             raise InputError(f"unknown model transform {t['name']!r} in manifest", hint="upgrade modelpress")
-        module = TRANSFORMS[t["name"]](module, t.get("params", {}))
+        try:
+            module = TRANSFORMS[t["name"]](module, t.get("params", {}))
+        except InputError:
+            raise
+        except Exception as exc:  # params come from a manifest: bad ones are the file's fault (exit 2)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            raise InputError(f"model transform {t['name']!r} cannot apply params {t.get('params')!r} ({first})") from None
     return module
 
 
+MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few KB; history with per-layer records stays far below
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    manifest = read_json(folder / MANIFEST)
-    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise InputError(f"{folder / MANIFEST} is not a modelpress manifest (version {MANIFEST_VERSION})")
+    path = folder / MANIFEST
+    if path.is_file() and path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise InputError(f"{path} is {path.stat().st_size:,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,}")
+    try:
+        manifest = read_json(path)
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to be a modelpress manifest") from None
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") not in READABLE_VERSIONS:
+        raise InputError(f"{path} is not a modelpress manifest (version {MANIFEST_VERSION})")
     if manifest.get("format") not in FORMATS:
         raise InputError(f"{folder / MANIFEST}: unknown format {manifest.get('format')!r}")
     return manifest
+
+
+def verify_manifest_files(folder: Path, manifest: dict[str, Any], needed: list[Path]) -> None:
+    """Check the files an artifact is loaded from against the sha256 its manifest records; before parsing any.
+
+    Every file in ``needed`` must be listed, and every listed file must be a relative path inside ``folder`` (not a
+    symlink) whose hash matches. A version-1 manifest has no hashes: it loads with an :class:`InputNote`.
+
+    Raises:
+        InputError: exit 2 for a missing, unlisted, swapped or tampered file, naming it.
+    """
+    where = folder / MANIFEST
+    if manifest.get("manifest_version") == 1:
+        warnings.warn(f"{where} is a version-1 manifest without file hashes; its files were not verified "
+                      f"(saving it again with this modelpress adds them)", InputNote, stacklevel=2)
+        return
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise InputError(f"{where}: 'files' must map file names to sha256 hex digests")
+    root = folder.resolve()
+    for name, digest in files.items():
+        target = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or target.is_symlink() \
+                or root not in target.resolve().parents:
+            raise InputError(f"{where}: file {name!r} is not a plain path inside the artifact folder")
+    for path in needed:
+        name = path.relative_to(folder).as_posix()
+        if name not in files:
+            raise InputError(f"{where} records no sha256 for {name}", hint="the artifact is incomplete; recreate it")
+        if not path.is_file():
+            raise InputError(f"{path} is missing")
+        if sha256_file(path) != files[name]:
+            raise InputError(f"{path} does not match the sha256 recorded in {where} (changed, swapped or "
+                             f"corrupt)", hint="recreate the artifact, or restore the original file")

@@ -18,12 +18,14 @@ from typing import Any
 import click
 
 from .errors import InputError, ModelpressError
+from .runtime.target import TARGET_NAMES
 
 DEFAULT_OUT = Path("reports")
 
 
 class _State:
     debug = False
+    notes: list[str] = []  # InputNote messages of this invocation (main resets it)
 
 
 def _options_from_env() -> None:
@@ -50,13 +52,56 @@ def cli(debug: bool, quiet: bool) -> None:
 
 
 # ---- shared helpers ------------------------------------------------------------------------------------------
+def _note(message: str) -> None:
+    """An accepted but questionable input: printed as ``note:`` and, in evaluate, recorded in the report."""
+    import warnings
+
+    from .artifacts import InputNote
+
+    warnings.warn(message, InputNote, stacklevel=2)
+
+
+def _check_threads(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if value > cores:
+        _note(f"--threads {value} is more than the {cores} cores this process may use; latency will suffer from "
+              f"oversubscription")
+    return value
+
+
 def _threads_option(fn: Any) -> Any:
     return click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-                        help="Intra-op threads, the same for every backend.")(fn)
+                        callback=_check_threads, help="Intra-op threads, the same for every backend.")(fn)
 
 
-_trust_option = click.option("--trust-checkpoint", is_flag=True,
-                             help="Allow full unpickling of a checkpoint you made yourself.")
+def _allow_code(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    from .sources import allow_code
+
+    if param.name == "trust_code":
+        allow_code(everything=bool(value))
+    else:
+        allow_code(value or ())
+
+
+def _code_options(fn: Any) -> Any:
+    """What an artifact folder may run: --model-code REF (repeatable) or --trust-code (SECURITY.md).
+
+    They set the invocation's trust scope (opened in :func:`main`) and reach no parameter.
+    """
+    fn = click.option("--trust-code", is_flag=True, expose_value=False, callback=_allow_code,
+                      help="Let artifact manifests rebuild their model with any pkg.module:factory they name "
+                           "(runs that code; only for artifacts you made yourself).")(fn)
+    fn = click.option("--model-code", multiple=True, metavar="PKG.MODULE:FACTORY", expose_value=False,
+                      callback=_allow_code,
+                      help="A model factory that artifact manifests may name to rebuild their module; repeatable.")(fn)
+    return fn
+
+
+def _trust_option(fn: Any) -> Any:
+    """--trust-checkpoint plus the code options: every command that loads a model takes them."""
+    fn = _code_options(fn)
+    return click.option("--trust-checkpoint", is_flag=True,
+                        help="Allow full unpickling of a checkpoint you made yourself.")(fn)
 
 
 def _artifact_output_options(fn: Any) -> Any:
@@ -69,19 +114,45 @@ def _artifact_output_options(fn: Any) -> Any:
 
 def _prepare_output_folder(out: Path, inputs: Sequence[str], *, force: bool) -> None:
     """Refuse an output equal to an input, a non-empty folder (without --force) or a read-only place."""
-    resolved = out.resolve()
-    for ref in inputs:
-        candidate = Path(ref.split("@", 1)[0])
-        if candidate.exists() and (candidate.resolve() == resolved or resolved in candidate.resolve().parents):
-            raise InputError(f"output {out} is the input {ref}", hint="choose another -o folder")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder", hint="choose another -o folder")
+    from .pipeline import check_output_folder
+
+    _refuse_inside_inputs(out, inputs, option="-o")
+    check_output_folder(out, option="-o")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InputError(f"output folder {out} exists and is not empty", hint="choose another -o or pass --force")
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):
         raise InputError(f"cannot write to {parent} (read-only)", hint="choose another -o folder")
+
+
+def _refuse_inside_inputs(out: Path, inputs: Sequence[str | None], *, option: str) -> None:
+    """One rule for every command that writes: an output may not be an input, contain one, or lie inside one."""
+    resolved = out.resolve()
+    for ref in inputs:
+        if not ref:
+            continue
+        candidate = Path(str(ref).split("@", 1)[0])
+        if not candidate.exists():
+            continue
+        inp = candidate.resolve()
+        if inp == resolved or resolved in inp.parents:
+            how = "is" if inp == resolved else "contains"
+            raise InputError(f"output {out} {how} the input {ref}", hint=f"choose another {option} folder")
+        if inp.is_dir() and inp in resolved.parents:
+            raise InputError(f"output {out} is inside the input {ref}",
+                             hint=f"choose an {option} folder outside the input")
+
+
+def _prepare_report_folder(folder: Path, inputs: Sequence[str | None], *, force: bool) -> None:
+    """evaluate/explain: OUT/NAME must be a folder outside every input; an earlier report there needs --force."""
+    from .pipeline import check_output_folder
+    from .reports import REPORT_FILENAME
+
+    _refuse_inside_inputs(folder, inputs, option="--out")
+    check_output_folder(folder)
+    if (folder / REPORT_FILENAME).exists() and not force:
+        raise InputError(f"{folder} already holds a report", hint="pass --force to replace it, or choose --name/--out")
 
 
 def _commit_folder(staging: Path, out: Path) -> None:
@@ -99,6 +170,16 @@ def run_single_stage(config: Any, model: str, *, data: str | None, weights: str 
                      threads: int, label_column: str = "label", trust_checkpoint: bool = False,
                      extra_inputs: Sequence[str] = ()) -> Any:
     """A CLI stage command is a one-stage pipeline: load, run the registered stage, save an artifact folder."""
+    from .sources import trusted_code
+
+    with trusted_code([model, *extra_inputs]):  # factories the user named here may be rebuilt from saved folders
+        return _run_single_stage(config, model, data=data, weights=weights, out=out, force=force, threads=threads,
+                                 label_column=label_column, trust_checkpoint=trust_checkpoint,
+                                 extra_inputs=extra_inputs)
+
+
+def _run_single_stage(config: Any, model: str, *, data: str | None, weights: str | None, out: Path, force: bool,
+                      threads: int, label_column: str, trust_checkpoint: bool, extra_inputs: Sequence[str]) -> Any:
     from .compress.registry import StageContext, run_stage
     from .pipeline import DataSpec, load_run_data
     from .sources import load_model
@@ -171,12 +252,13 @@ def _noise_levels(text: str | None) -> tuple[float, ...]:
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
               help="Reports folder; the report goes to OUT/NAME/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stage result as JSON on stdout.")
+@click.option("--force", is_flag=True, help="Replace an earlier report in OUT/NAME/.")
 @_trust_option
 @_measurement_options
 def evaluate(model: str, data_ref: str, weights: str | None, backend: tuple[str, ...], batch_sizes: tuple[int, ...],
              threads: int, reference: str | None, precise: bool, no_latency: bool, label_column: str,
-             name: str | None, out: Path, as_json: bool, trust_checkpoint: bool, noise_text: str | None,
-             tensorboard: Path | None, **measure: Any) -> None:
+             name: str | None, out: Path, as_json: bool, force: bool, trust_checkpoint: bool,
+             noise_text: str | None, tensorboard: Path | None, **measure: Any) -> None:
     """Accuracy, precision, recall, F1, ROC-AUC, latency, size and fidelity of MODEL on DATA.
 
     \b
@@ -197,6 +279,10 @@ def evaluate(model: str, data_ref: str, weights: str | None, backend: tuple[str,
         from .evaluate.tensorboard import require_tensorboard
 
         require_tensorboard()
+    run_name = name or "evaluate-" + _slug(model)
+    _prepare_report_folder(out / run_name, [model, weights, reference, data_ref], force=force)
+    if precise and no_latency:
+        _note("--precise has no effect with --no-latency (no latency is measured)")
     data = load_data(data_ref, split="test", label_column=label_column)
     artifact = load_model(model, data=data, weights=weights, trust_checkpoint=trust_checkpoint)
     ref_logits = ref_embeddings = None
@@ -212,10 +298,9 @@ def evaluate(model: str, data_ref: str, weights: str | None, backend: tuple[str,
                 click.echo(f"note: no embedding cosine similarity to the reference: {exc}", err=True)
     result = run_eval(artifact, data, config=config, reference_logits=ref_logits, reference_name=reference,
                       reference_embeddings=ref_embeddings)
-    run_name = name or "evaluate-" + _slug(model)
     report = new_report(run_name, data=data.describe(), threads=threads)
     stage = stage_result("evaluate", "evaluate", {"model": model, "backends": list(backend) or None},
-                         artifact, result, out_dir=out / run_name, notes=[])
+                         artifact, result, out_dir=out / run_name, notes=list(_State.notes))
     if artifact.metadata.get("cost"):  # what the stage that made this artifact cost (training, calibration)
         stage["cost"] = artifact.metadata["cost"]
     report["stages"].append(stage)
@@ -241,7 +326,10 @@ def _tensorrt_options(fn: Any) -> Any:
     """Options of ``export --format tensorrt``; their names are ExportConfig fields."""
     options = [
         click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-                     help="TensorRT precision; int8 from a Q/DQ model, else calibrated on --data's train split."),
+                     help="TensorRT precision; int8: a Q/DQ model as it is, a float model quantized to Q/DQ "
+                          "on --data's train split."),
+        click.option("--trt-int8", type=click.Choice(["qdq", "calibrator"]), default="qdq", show_default=True,
+                     help="int8 from explicit Q/DQ, or TensorRT 10's IInt8EntropyCalibrator2 (deprecated)."),
         click.option("--min-batch", type=click.IntRange(min=1), default=1, show_default=True,
                      help="TensorRT profile: smallest batch."),
         click.option("--opt-batch", type=click.IntRange(min=1), default=32, show_default=True,
@@ -475,6 +563,7 @@ def _check_compare_outputs(outputs: Sequence[Path], inputs: Sequence[Path]) -> N
               help="Reuse stages whose inputs are unchanged; --no-resume recomputes and re-measures everything.")
 @click.option("--dry-run", is_flag=True, help="Validate the spec, data and model, print the plan; run nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@_code_options
 def run_command(pipeline: Path, out: Path, resume: bool, dry_run: bool, quiet: bool) -> None:
     """Run the stages of PIPELINE (YAML) in order; evaluate each; write OUT/<name>/report.html/.md/.json.
 
@@ -670,11 +759,21 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--calibrate", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="How static mode turns calibration activations into ranges.")
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel.")
+@click.option("--target", type=click.Choice(TARGET_NAMES),
+              default="auto", show_default=True,
+              help="CPU kind the INT8 model is built for (auto: this host); sets the defaults below.")
+@click.option("--per-channel/--per-tensor", default=None, help="Weight scales per output channel [default: target's].")
 @click.option("--symmetric-activations", is_flag=True, help="Static mode: symmetric activation ranges.")
-@click.option("--activation-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
-              help="Static mode activations (uint8 = U8S8, the fast path on x86).")
-@click.option("--reduce-range", is_flag=True, help="7-bit weights (for CPUs without VNNI).")
+@click.option("--activation-type", type=click.Choice(["uint8", "int8"]), default=None,
+              help="Static mode activations (uint8 = U8S8, the fast path on x86) [default: target's].")
+@click.option("--weight-type", type=click.Choice(["int8", "uint8"]), default=None,
+              help="int8 (U8S8) or uint8 (U8U8: exact without VNNI, but slow) [default: target's].")
+@click.option("--reduce-range/--no-reduce-range", default=None,
+              help="7-bit weights: no saturation on CPUs without VNNI [default: target's, on for x86-avx2/avx512].")
+@click.option("--guard/--no-guard", default=True, show_default=True,
+              help="Refuse (exit 1, nothing written) a model whose outputs collapse against FP32 on --data.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.98, show_default=True,
+              help="Guard floor: top-1 agreement with FP32 on all of --data's test split.")
 @click.option("--format", "quant_format", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True)
 @click.option("--op-types", help="Comma-separated op types to quantize (default: per mode).")
 @click.option("--exclude-nodes", help="Comma-separated node names to keep in float.")
@@ -699,7 +798,8 @@ def _names(value: str | None) -> tuple[str, ...]:
 @_threads_option
 @_artifact_output_options
 def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, calibrate: str, calibration_samples: int,
-             per_channel: bool, symmetric_activations: bool, activation_type: str, reduce_range: bool,
+             target: str, per_channel: bool | None, symmetric_activations: bool, activation_type: str | None,
+             weight_type: str | None, reduce_range: bool | None, guard: bool, min_agreement: float,
              quant_format: str, op_types: str | None, exclude_nodes: str | None, min_reduction: int, optimize: str,
              keep_io_fp32: bool, fp16_overflow: str, accuracy_tolerance: float | None, accuracy_metric: str,
              max_excluded: int, data_ref: str | None, weights: str | None, label_column: str, threads: int, out: Path,
@@ -716,9 +816,10 @@ def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, ca
     from .hf import is_hf_model, use_tokenizer
 
     config = QuantizeConfig(mode=mode, engine=engine, calibration=calibration_ref, calibrate=calibrate,
-                            calibration_samples=calibration_samples, per_channel=per_channel,
+                            calibration_samples=calibration_samples, target=target, per_channel=per_channel,
                             symmetric_activations=symmetric_activations, activation_type=activation_type,
-                            reduce_range=reduce_range, quant_format=quant_format, op_types=_names(op_types),
+                            weight_type=weight_type, reduce_range=reduce_range, guard=guard,
+                            min_agreement=min_agreement, quant_format=quant_format, op_types=_names(op_types),
                             exclude_nodes=_names(exclude_nodes), min_reduction=min_reduction, optimize=optimize,
                             keep_io_fp32=keep_io_fp32,
                             fp16_overflow=fp16_overflow.replace("-", "_"),
@@ -740,7 +841,9 @@ def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, ca
     check = q.get("check") or {}
     if "top1_agreement" in check:
         click.echo(f"vs FP32 on {check['n_samples']} samples: top-1 agreement {check['top1_agreement']:.4f}, "
-                   f"max abs diff {check['max_abs_diff']:.3g}")
+                   f"max abs diff {check['max_abs_diff']:.3g} ({check['kernels']})")
+    if q.get("target"):
+        click.echo(f"target {q['target']['name']} (built on {q['target']['host']})")
     click.echo(f"wrote {artifact.path}")
 
 
@@ -761,26 +864,35 @@ def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, ca
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
               help="Reports folder; the report goes to OUT/NAME/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON on stdout.")
+@click.option("--target", type=click.Choice(TARGET_NAMES),
+              help="Also predict an INT8 model's outputs on this CPU kind by emulating its integer kernels.")
 @_trust_option
 def explain_command(model: str, reference: str, data_ref: str, weights: str | None, threads: int, batch_size: int,
                     samples: int, runs: int, fp16: bool, label_column: str, name: str | None, out: Path,
-                    as_json: bool, trust_checkpoint: bool) -> None:
+                    as_json: bool, target: str | None, trust_checkpoint: bool) -> None:
     """Explain why MODEL is slower or less accurate than REFERENCE, layer by layer.
 
-    Per-operator time of both models on the same batch and threads, Q/DQ pairs vs int8 kernels that ran, each
-    layer's error against the reference (worst first, with its share of the time), FP32/FP16 baselines beside the
+    First the real onnxruntime session's agreement with REFERENCE (the kernels of this CPU) beside the exact Q/DQ
+    arithmetic, naming layers where u8×s8 pairs saturate (CPUs without VNNI); with --target, the outputs predicted
+    on that CPU kind by emulation. Then per-operator time of both models on the same batch and threads, Q/DQ pairs
+    vs int8 kernels that ran, each layer's error against the reference (worst first, with its share of the time), FP32/FP16 baselines beside the
     candidate, and recommendations with the command that applies them. The result goes to OUT/NAME/report.json
     (candidate stage, key "explain"), report.md and report.html.
 
     \b
     Example:
-      modelpress explain out/cnn-int8 --reference out/cnn-onnx --data sklearn:digits
+      modelpress explain out/cnn-int8 --reference out/cnn-onnx --data sklearn:digits --target x86-avx2
     """
     from .diagnose import ExplainConfig
     from .diagnose.report import run_explain
     from .reports.explain_md import explain_markdown
 
-    config = ExplainConfig(threads=threads, batch_size=batch_size, samples=samples, runs=runs, fp16_baseline=fp16)
+    if target == "auto":
+        from .runtime.target import detect_host
+
+        target = detect_host().name
+    config = ExplainConfig(threads=threads, batch_size=batch_size, samples=samples, runs=runs, fp16_baseline=fp16,
+                           target=target)
     run_name = name or "explain-" + _slug(model)
     result, paths = run_explain(model, reference, data_ref, out_dir=out / run_name, name=run_name, config=config,
                                 weights=weights, label_column=label_column, trust_checkpoint=trust_checkpoint)
@@ -797,8 +909,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     _options_from_env()
     args = list(sys.argv[1:] if argv is None else argv)
     _State.debug = _State.debug or "--debug" in args
+    import warnings
+
+    from .artifacts import InputNote
+    from .sources import trusted_code
+
+    _State.notes = []
+
+    def note(message: Any, category: Any, *rest: Any, **kw: Any) -> None:
+        if issubclass(category, InputNote):
+            _State.notes.append(str(message))  # evaluate copies them into the report
+            click.echo(f"note: {message}", err=True)
+        else:
+            click.echo(warnings.formatwarning(message, category, *rest[:2]).rstrip(), err=True)
+
     try:
-        cli.main(args=args, prog_name="modelpress", standalone_mode=False)
+        with trusted_code(), warnings.catch_warnings():  # code trust and notes last one invocation
+            warnings.simplefilter("always", InputNote)
+            warnings.showwarning = note
+            cli.main(args=args, prog_name="modelpress", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:

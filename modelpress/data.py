@@ -128,11 +128,15 @@ def register_data_suffix(*suffixes: str) -> Callable[[DataLoader], DataLoader]:
 
 
 def split_reference(ref: str) -> tuple[str, str | None]:
-    """``sklearn:digits#train`` → (``sklearn:digits``, ``train``)."""
+    """``sklearn:digits#train`` → (``sklearn:digits``, ``train``). An existing file whose name holds ``#`` wins
+    (``dátá #1.npz`` is that file, ``dátá #1.npz#train`` its train split)."""
     if "#" in ref:
+        if Path(ref).is_file():
+            return ref, None
         base, split = ref.rsplit("#", 1)
         if split not in SPLITS:
-            raise InputError(f"unknown split {split!r} in data reference {ref!r}", hint=f"use one of {SPLITS}")
+            raise InputError(f"unknown split {split!r} in data reference {ref!r}, and no file {ref!r} exists",
+                             hint=f"after '#' use one of {', '.join(SPLITS)}; check the file name")
         return base, split
     return ref, None
 
@@ -241,15 +245,39 @@ def _labels_and_names(raw: np.ndarray, source: str, class_names: object = None) 
             raise InputError(f"data {source}: labels go up to {n - 1} but only {len(names)} class names are given")
         return raw.astype(np.int64), names
     values, y = np.unique(raw.astype(str), return_inverse=True)
+    if np.issubdtype(raw.dtype, np.floating):  # 0.5 / 1.5 are rarely meant as class names: say so, keep going
+        _note(f"data {source}: labels are non-integer floats; each distinct value is a class "
+              f"({', '.join(values[:4])}{', …' if len(values) > 4 else ''})")
     return y.astype(np.int64), tuple(str(v) for v in values)
+
+
+def _note(message: str) -> None:
+    """A coerced input that still loads: the CLI prints it as ``note:`` and evaluate records it in the report."""
+    import warnings
+
+    from .artifacts import InputNote
+
+    warnings.warn(message, InputNote, stacklevel=3)
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty archive
 
 
 @register_data_suffix(".npz")
 def _load_npz(ref: str, **_: object) -> Dataset:
+    with open(ref, "rb") as handle:  # 4 bytes tell a real .npz from a text, sparse or .npy file, whatever its size
+        head = handle.read(8)
+    if not head.startswith(_ZIP_MAGIC):
+        size = Path(ref).stat().st_size
+        what = "a single .npy array" if head.startswith(b"\x93NUMPY") else f"starts with {head[:4]!r}"
+        raise InputError(f"{ref} is not an .npz file ({size:,} bytes, {what}); an .npz is a zip of .npy arrays",
+                         hint="write it with numpy.savez(path, x=..., y=...)")
     try:
         with np.load(ref, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except ValueError as exc:
+        if "pickle" not in str(exc).lower():
+            raise InputError(f"{ref} is truncated or corrupt ({str(exc)[:160]})") from None
         raise InputError(f"{ref} holds Python objects (pickle); modelpress reads plain numeric arrays only") from exc
     except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError: all mean the file is damaged
         raise InputError(f"{ref} is truncated or corrupt ({type(exc).__name__})") from None

@@ -44,7 +44,7 @@ from .errors import BackendUnavailable, GateFailed, InputError
 from .evaluate.evaluator import EXTRA_SECTIONS, EvalResult, evaluate
 from .io import TMP_SUFFIX, atomic_write, read_json, remove_stale_temps, sha256_file, write_json
 from .reports import REPORT_FILENAME, new_report, write_report
-from .sources import load_model
+from .sources import load_model, trusted_code
 from .spec import DataSpec, PipelineSpec, load_spec, parse_spec
 
 __all__ = [
@@ -149,7 +149,11 @@ def execute_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) 
         InputError: a data reference or the model does not load, or data and model do not fit (before any stage).
         GateFailed: a gate in ``spec.gates`` failed (the report, with the gate results, is written first).
     """
-    out_dir = Path(out_dir)
+    with trusted_code(spec.named_code()):  # artifact folders may rebuild only with factories the spec names
+        return _execute(spec, out_dir=Path(out_dir), resume=resume)
+
+
+def _execute(spec: PipelineSpec, *, out_dir: Path, resume: bool) -> RunOutcome:
     _check_run_folder(out_dir)
     if spec.tensorboard:
         from .evaluate.tensorboard import require_tensorboard
@@ -184,7 +188,8 @@ def plan_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) -> 
     out_dir = Path(out_dir)
     _check_run_folder(out_dir)
     data = load_run_data(spec.data, need_train=bool(spec.stages))
-    original = load_original(spec, data)
+    with trusted_code(spec.named_code()):
+        original = load_original(spec, data)
     runner = _Runner(spec, out_dir, data, resume=resume)
     leading_train = _leading_train(spec)
     digest: str | None = _artifact_digest(original)
@@ -551,9 +556,22 @@ def _commit(partial: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_output_folder(folder: Path, *, option: str = "--out") -> None:
+    """Refuse an output folder that is, or lies under, an existing regular file (exit 2 instead of a
+    NotADirectoryError halfway through), or whose nearest existing folder is read-only."""
+    for candidate in (folder, *folder.parents):
+        if not candidate.exists():
+            continue
+        if not candidate.is_dir():
+            where = "exists" if candidate == folder else f"is under {candidate}, which exists"
+            raise InputError(f"output {folder} {where} and is not a folder", hint=f"choose another {option}")
+        if candidate != folder and not os.access(candidate, os.W_OK):
+            raise InputError(f"cannot write to {candidate} (read-only)", hint=f"choose another {option}")
+        return
+
+
 def _check_run_folder(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output {out_dir} exists and is not a folder", hint="choose another --out")
+    check_output_folder(out_dir)
     ours = any((out_dir / n).exists() for n in (STAGES_DIR, REPORT_FILENAME, ".lock"))
     if out_dir.is_dir() and any(out_dir.iterdir()) and not ours:
         raise InputError(f"output folder {out_dir} exists, is not empty and is not a modelpress run folder",

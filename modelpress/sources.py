@@ -4,20 +4,27 @@
 ``model.engine`` · a modelpress artifact folder (holding ``manifest.json``).
 
 Trust model: the Python code a user names is trusted; files never are. Checkpoints load as safetensors or with
-``torch.load(weights_only=True)``; there is no silent fallback to full unpickling.
+``torch.load(weights_only=True)``; there is no silent fallback to full unpickling. A manifest is data: the builder it
+names is checked against :func:`check_builder` *before anything is imported* — modelpress's own builders (``zoo:``,
+``hf:``, with validated arguments) always pass; a ``pkg.module:factory`` passes only when the user named that same
+factory again (``--model-code``, a pipeline's ``model:``) or trusted all code (``--trust-code``), like
+``trust_remote_code`` in transformers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import pickle
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import MANIFEST, InputSpec, ModelArtifact, apply_transforms, read_manifest
+from .artifacts import MANIFEST, InputNote, InputSpec, ModelArtifact, apply_transforms, read_manifest, verify_manifest_files
 from .data import PY_REF, Dataset
 from .errors import InputError
 
@@ -76,6 +83,135 @@ def load_model(
 _KNOWN = "use zoo:NAME, pkg.module:factory[@weights.safetensors], hf:DIR, model.onnx or a modelpress artifact folder"
 
 
+# ---- code trust -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CodeTrust:
+    """The ``pkg.module:factory`` references a *file* (a manifest) may make modelpress run in this context."""
+
+    refs: frozenset[str] = frozenset()
+    everything: bool = False
+
+    def allows(self, ref: str) -> bool:
+        return self.everything or ref in self.refs
+
+
+_CODE_TRUST: ContextVar[CodeTrust] = ContextVar("modelpress_code_trust", default=CodeTrust())
+
+
+def code_ref(ref: str) -> str | None:
+    """``pkg.module:factory`` of a user's model reference (weights after ``@`` dropped), else None."""
+    base = str(ref).strip().split("@", 1)[0]
+    return base if PY_REF.match(base) else None
+
+
+@contextlib.contextmanager
+def trusted_code(refs: Iterable[str] = (), *, everything: bool = False) -> Iterator[CodeTrust]:
+    """Within the block, manifests naming one of ``refs`` (or any code, with ``everything``) may be rebuilt.
+
+    Scopes nest and only ever add trust; leaving the block restores what was trusted before. ``refs`` that are not
+    ``pkg.module:factory`` references (zoo:, files, folders) are ignored, so callers may pass every model they were
+    given.
+    """
+    current = _CODE_TRUST.get()
+    named = {r for r in (code_ref(x) for x in refs) if r}
+    token = _CODE_TRUST.set(CodeTrust(current.refs | named, current.everything or everything))
+    try:
+        yield _CODE_TRUST.get()
+    finally:
+        _CODE_TRUST.reset(token)
+
+
+def allow_code(refs: Iterable[str] = (), *, everything: bool = False) -> None:
+    """Add trust for the rest of the current context: the CLI's ``--model-code`` / ``--trust-code``.
+
+    The CLI opens a :func:`trusted_code` scope per invocation, so this never outlives one command.
+    """
+    for ref in refs:
+        if not code_ref(ref):
+            raise InputError(f"--model-code {ref!r} is not a pkg.module:factory reference")
+    current = _CODE_TRUST.get()
+    _CODE_TRUST.set(CodeTrust(current.refs | {code_ref(r) for r in refs}, current.everything or everything))
+
+
+_BUILDER_KEYS = {"ref", "kwargs", "shapes", "resized"}
+_HF_KWARGS = {"n_classes": int, "attn": str}
+_ATTN = ("eager", "sdpa")
+
+
+def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
+    """Validate a builder record read from a file; nothing is imported or called here.
+
+    Allowed: ``zoo:NAME`` with JSON keyword arguments the zoo factory declares, ``hf:DIR`` with ``n_classes`` and
+    ``attn``, and the structurally pruned rebuild (``resized`` + ``shapes``, integer lists). Any other reference runs
+    code; it passes only when the current :class:`CodeTrust` allows it.
+
+    Raises:
+        InputError: exit 2, naming the reference and what to do, before any import.
+    """
+    if not isinstance(builder, dict) or not isinstance(builder.get("ref"), str):
+        raise InputError(f"{where}: builder must be an object with a string 'ref'; cannot rebuild the module")
+    unknown = sorted(set(builder) - _BUILDER_KEYS)
+    if unknown:
+        raise InputError(f"{where}: unknown builder keys {unknown}", hint=f"allowed: {sorted(_BUILDER_KEYS)}")
+    ref = builder["ref"]
+    kwargs = builder.get("kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise InputError(f"{where}: builder.kwargs must be an object with string keys")
+    if not _plain_json(kwargs):
+        raise InputError(f"{where}: builder.kwargs may hold only numbers, strings, booleans and lists of them")
+    shapes = builder.get("shapes", {})
+    if not isinstance(shapes, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and len(v) <= 8
+        and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in v)
+        for k, v in shapes.items()
+    ):
+        raise InputError(f"{where}: builder.shapes must map tensor names to lists of non-negative integers")
+    if not isinstance(builder.get("resized", False), bool):
+        raise InputError(f"{where}: builder.resized must be true or false")
+    if ref.startswith("zoo:"):
+        from .zoo import ZOO
+
+        name = ref.split(":", 1)[1]
+        if name not in ZOO:
+            raise InputError(f"{where}: unknown zoo model {name!r}", hint=f"choose one of {', '.join(sorted(ZOO))}")
+        accepted = set(inspect.signature(ZOO[name]).parameters)
+        extra = sorted(set(kwargs) - accepted)
+        if extra:
+            raise InputError(f"{where}: zoo:{name} takes no arguments {extra}", hint=f"it takes {sorted(accepted)}")
+        return builder
+    if ref.startswith("hf:"):
+        for key, value in kwargs.items():
+            want = _HF_KWARGS.get(key)
+            if want is None or not isinstance(value, want) or isinstance(value, bool):
+                raise InputError(f"{where}: hf builder argument {key}={value!r} is not allowed",
+                                 hint="hf: builders take n_classes (int) and attn (eager or sdpa)")
+        if kwargs.get("attn", "eager") not in _ATTN:
+            raise InputError(f"{where}: hf builder attn={kwargs['attn']!r}", hint=f"use one of {_ATTN}")
+        return builder
+    if not PY_REF.match(ref):
+        raise InputError(f"{where}: builder {ref!r} is not one of modelpress's builders (zoo:NAME, hf:DIR) "
+                         f"or a pkg.module:factory reference")
+    if not _CODE_TRUST.get().allows(ref):
+        raise InputError(
+            f"{where} asks to run the model factory {ref}; modelpress does not run code named by a file, and it "
+            f"was not imported",
+            hint=f"if you trust it, name it yourself: --model-code {ref} (or pass --trust-code)",
+        )
+    return builder
+
+
+def _plain_json(value: Any, depth: int = 0) -> bool:
+    if depth > 4:
+        return False
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return len(value) <= 1024 and all(_plain_json(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v, depth + 1) for k, v in value.items())
+    return False
+
+
 
 
 def _need_data(ref: str, data: Dataset | None) -> Dataset:
@@ -115,7 +251,8 @@ def _load_factory(ref: str, *, data: Dataset | None, weights: str | None, trust_
     if "n_classes" in params:
         kwargs["n_classes"] = data.n_classes
     builder = {"ref": ref, "kwargs": kwargs}
-    module = _build(builder)
+    with trusted_code([ref]):  # the user named this factory
+        module = _build(builder)
     artifact = ModelArtifact(
         "torch", _torch_inputs(data), data.n_classes, ref, module=module, builder=builder, class_names=data.class_names
     )
@@ -153,10 +290,18 @@ def _build(builder: dict[str, Any], *, seed: int = 0) -> Any:
         if ref.startswith("zoo:"):
             from .zoo import build_zoo
 
-            module = build_zoo(ref.split(":", 1)[1], **kwargs)
+            try:
+                module = build_zoo(ref.split(":", 1)[1], **kwargs)
+            except InputError:
+                raise
+            except Exception as exc:  # a manifest's widths are user input: a bad one is exit 2, not a crash
+                raise InputError(f"{ref} cannot be built with {kwargs} ({_first_line(exc)})") from None
         elif ref.startswith("hf:"):
             module = _SCHEMES["hf"].build(builder)  # type: ignore[attr-defined]
         else:
+            if not _CODE_TRUST.get().allows(ref):  # the one place a factory is called: never one nobody named
+                raise InputError(f"model factory {ref} was not named by the user; it was not imported",
+                                 hint=f"name it: --model-code {ref} (or pass --trust-code)")
             try:
                 module = resolve_callable(ref)(**kwargs)
             except InputError:
@@ -240,6 +385,12 @@ def load_state_into(module: Any, state: dict[str, Any], *, source: str) -> None:
             if items:
                 parts.append(f"{len(items)} {label} ({', '.join(items[:3])}{', …' if len(items) > 3 else ''})")
         raise InputError(f"weights {source} do not match the model: {'; '.join(parts)}")
+    cast = sorted({f"{state[k].dtype} → {own[k].dtype}".replace("torch.", "") for k in own
+                   if own[k].is_floating_point() and state[k].dtype != own[k].dtype})
+    if cast:  # load_state_dict copies into the model's dtype: say so instead of converting silently
+        n = sum(1 for k in own if own[k].is_floating_point() and state[k].dtype != own[k].dtype)
+        warnings.warn(f"weights {source}: {n} tensors converted ({', '.join(cast)}) to the model's dtype",
+                      InputNote, stacklevel=2)
     module.load_state_dict(state, strict=True)
 
 
@@ -272,40 +423,100 @@ def resize_to_state(module: Any, shapes: dict[str, list[int]]) -> None:
 
 
 def _load_folder(folder: Path, *, trust_checkpoint: bool = False) -> ModelArtifact:
+    """Load an artifact folder. Its manifest is data: every field is validated, the builder is checked against the
+    allow-list (:func:`check_builder`) and the files are checked against their recorded sha256 before anything is
+    imported or parsed."""
     if not (folder / MANIFEST).exists():
         raise InputError(f"{folder} is a folder without {MANIFEST}", hint="point at a modelpress artifact folder or a model file")
     m = read_manifest(folder)
+    where = str(folder / MANIFEST)
     common = dict(
-        inputs=tuple(InputSpec.from_json(i) for i in m["inputs"]),
-        n_classes=int(m["n_classes"]),
-        source=str(m["source"]),
-        transforms=list(m.get("transforms") or []),
-        history=list(m.get("history") or []),
-        metadata=dict(m.get("metadata") or {}),
-        class_names=tuple(m["class_names"]) if m.get("class_names") else None,
+        inputs=_manifest_inputs(m.get("inputs"), where),
+        n_classes=_manifest_int(m.get("n_classes"), "n_classes", where, low=1),
+        source=str(m.get("source", folder)),
+        transforms=_manifest_list(m.get("transforms"), "transforms", where),
+        history=_manifest_list(m.get("history"), "history", where),
+        metadata=m.get("metadata") if isinstance(m.get("metadata"), dict) else {},
+        class_names=_manifest_class_names(m.get("class_names"), where),
     )
+    for t in common["transforms"]:
+        if not isinstance(t.get("name"), str) or not isinstance(t.get("params", {}), dict):
+            raise InputError(f"{where}: each transform needs a string 'name' and an object 'params'")
     if m["format"] == "torch":
-        builder = m.get("builder")
-        if not isinstance(builder, dict) or "ref" not in builder:
-            raise InputError(f"{folder / MANIFEST} has no builder record; cannot rebuild the module")
+        builder = check_builder(m.get("builder"), where=where)  # before any import: refuses code nobody named
+        weights = folder / "model.safetensors"
+        verify_manifest_files(folder, m, [weights])
         module = _build(builder)
-        state = read_state_dict(folder / "model.safetensors")
+        state = read_state_dict(weights)
         if builder.get("resized"):
-            resize_to_state(module, builder.get("shapes", {}))
-        load_state_into(module, state, source=str(folder / "model.safetensors"))
+            try:
+                resize_to_state(module, builder.get("shapes", {}))
+            except (AttributeError, ValueError, RuntimeError, TypeError) as exc:
+                raise InputError(f"{where}: builder.shapes do not fit {builder['ref']} ({_first_line(exc)})") from None
+        load_state_into(module, state, source=str(weights))
         if common["transforms"]:
             module._modelpress_float_state = {k: v.clone() for k, v in module.state_dict().items()}
             module = apply_transforms(module, common["transforms"])
         return ModelArtifact("torch", module=module.eval(), path=folder, builder=builder, **common)
     name = "model.onnx" if m["format"] == "onnx" else "model.engine"
     path = folder / name
+    builder = m.get("builder")
+    if builder is not None:
+        builder = check_builder(builder, where=where)  # recorded for provenance; still only data
     if m["format"] == "onnx":
-        from .onnx_utils import load_onnx
+        from .onnx_utils import external_data_files, load_onnx
 
         load_onnx(path, with_data=False)  # validates protobuf + external data before anyone reads it
+        verify_manifest_files(folder, m, [path, *external_data_files(path)])
     elif not path.is_file():
         raise InputError(f"{path} is missing")
-    return ModelArtifact(m["format"], path=path, builder=m.get("builder"), **common)
+    else:
+        verify_manifest_files(folder, m, [path])
+    return ModelArtifact(m["format"], path=path, builder=builder, **common)
+
+
+def _manifest_int(value: Any, key: str, where: str, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{where}: {key} must be an integer ≥ {low}, got {value!r}")
+    return value
+
+
+def _manifest_list(value: Any, key: str, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise InputError(f"{where}: {key} must be a list of objects, got {type(value).__name__}")
+    return [dict(v) for v in value]
+
+
+def _manifest_class_names(value: Any, where: str) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise InputError(f"{where}: class_names must be a list of strings")
+    return tuple(str(v) for v in value)
+
+
+def _manifest_inputs(value: Any, where: str) -> tuple[InputSpec, ...]:
+    """InputSpecs from a manifest; every dimension an integer ≥ 1 or null, dtypes numpy names (key path on error)."""
+    import numpy as np
+
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{where}: inputs must be a non-empty list")
+    specs = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("shape"), list):
+            raise InputError(f"{where}: inputs[{i}] needs a string 'name' and a list 'shape'")
+        for j, d in enumerate(item["shape"]):
+            if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
+                raise InputError(f"{where}: inputs[{i}].shape[{j}] must be an integer ≥ 1 or null, got {d!r}")
+        dtype = item.get("dtype", "float32")
+        try:
+            np.dtype(str(dtype))
+        except TypeError:
+            raise InputError(f"{where}: inputs[{i}].dtype {dtype!r} is not a numpy dtype") from None
+        specs.append(InputSpec(item["name"], tuple(item["shape"]), str(dtype)))
+    return tuple(specs)
 
 
 @register_model_suffix(".onnx")

@@ -48,7 +48,7 @@ _SCALAR_TAGS = {f"{_YAML_TAG}{t}" for t in ("str", "int", "float", "bool", "null
 _TIMESTAMP = f"{_YAML_TAG}timestamp"
 
 TOP_KEYS = ("name", "model", "weights", "model_kwargs", "seed", "plugins", "data", "stages", "evaluate", "gates",
-            "tensorboard")
+            "tensorboard", "model_code")
 DATA_KEYS = ("eval", "train", "calibration", "label_column")
 EVAL_KEYS = ("backends", "batch_sizes", "threads", "precise", "latency", "predict_batch_size",
              "memory", "knn", "knn_layer", "knn_folds", "noise", "seed", "token_noise")  # README "More measurements"
@@ -88,6 +88,17 @@ class PipelineSpec:
     plugins: tuple[str, ...] = ()
     source: str | None = None
     tensorboard: bool | str = False  # true: <run folder>/tensorboard; a folder: there (pipeline.tensorboard_dir)
+    model_code: tuple[str, ...] = ()  # pkg.module:factory refs that artifact folders named here may rebuild with
+
+    def named_code(self) -> tuple[str, ...]:
+        """Every model reference this spec names itself (model, model_code, stage teacher/student): the code its
+        artifact folders may be rebuilt with (SECURITY.md). Non-code references are filtered by the trust scope."""
+        refs = [self.model, *self.model_code]
+        for config in self.stages:
+            for key, kind in getattr(type(config), "references", {}).items():
+                if kind == "model" and isinstance(getattr(config, key, None), str):
+                    refs.append(getattr(config, key))
+        return tuple(refs)
 
 
 # ---- reading YAML safely, with line numbers -----------------------------------------------------------------------
@@ -175,9 +186,27 @@ def format_path(path: Path_) -> str:
     return text
 
 
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` from the parser's event stream, before composing.
+
+    PyYAML's composer recurses once per level, so a 1 KB file of 500 ``[`` exhausts Python's stack (RecursionError)
+    before :meth:`_Located.build` could count; the event parser keeps an explicit stack and is safe to run first.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InputError(f"{source}:{event.start_mark.line + 1}: the YAML nests deeper than {MAX_DEPTH} "
+                                 f"levels", hint="a pipeline spec needs a handful of levels; flatten the value")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def _read_yaml(text: str, source: str) -> tuple[Any, _Located]:
     located = _Located(source)
     try:
+        _check_depth(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -236,7 +265,12 @@ def parse_spec(text: str, *, source: str = "<pipeline>", base_dir: Path | None =
     if model_kwargs and not model.startswith("zoo:"):
         raise loc.error(("model_kwargs",), f"model_kwargs apply to zoo: models only, not {model!r}")
     seed = check.integer(doc.get("seed", 0), ("seed",), low=0)
+    model_code = tuple(check.str_list(doc.get("model_code", []), ("model_code",)))
+    for i, ref in enumerate(model_code):
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", ref):
+            raise loc.error(("model_code", i), f"{ref!r} is not a pkg.module:factory reference")
     spec = PipelineSpec(
+        model_code=model_code,
         name=name, model=model, data=check.data(doc["data"]), weights=weights, seed=seed,
         evaluate=check.evaluate(doc.get("evaluate", {})), model_kwargs=dict(model_kwargs),
         gates=check.gates(doc.get("gates", {})), plugins=plugins, source=source,

@@ -498,9 +498,11 @@ def check_rebuild(artifact: ModelArtifact, module: Any, example: tuple[Any, ...]
 
     import torch
 
-    from ..sources import load_model
+    from ..sources import load_model, trusted_code
 
-    with tempfile.TemporaryDirectory(prefix="modelpress-prune-") as tmp:
+    # the builder already made this module in this process (user-named or allow-listed): its reload may use it
+    with tempfile.TemporaryDirectory(prefix="modelpress-prune-") as tmp, \
+            trusted_code([str((artifact.builder or {}).get("ref", ""))]):
         try:
             reloaded = load_model(str(artifact.evolve(module=module, path=None).save(tmp).path))
         except InputError as exc:
