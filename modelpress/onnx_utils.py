@@ -75,11 +75,19 @@ def load_onnx(path: str | os.PathLike[str], *, with_data: bool = True) -> Any:
     return model
 
 
-def graph_inputs(model: Any) -> tuple[list[tuple[str, tuple[int | None, ...], str]], list[tuple[int | None, ...]]]:
-    """(name, shape, dtype) of each real graph input (initializers excluded) and the output shapes."""
+def graph_inputs(
+    model: Any,
+) -> tuple[list[tuple[str, tuple[int | None, ...] | None, str]], list[tuple[int | None, ...] | None]]:
+    """(name, shape, dtype) of each real graph input (initializers excluded) and the output shapes.
+
+    A shape is ``None`` when the graph declares a type but no shape (any rank: valid ONNX), as opposed to ``()``,
+    a declared scalar.
+    """
     initializers = {i.name for i in model.graph.initializer}
 
-    def shape_of(value: Any) -> tuple[int | None, ...]:
+    def shape_of(value: Any) -> tuple[int | None, ...] | None:
+        if not value.type.tensor_type.HasField("shape"):
+            return None
         dims = value.type.tensor_type.shape.dim
         return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 

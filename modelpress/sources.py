@@ -442,8 +442,15 @@ def _load_folder(folder: Path, *, trust_checkpoint: bool = False) -> ModelArtifa
     for t in common["transforms"]:
         if not isinstance(t.get("name"), str) or not isinstance(t.get("params", {}), dict):
             raise InputError(f"{where}: each transform needs a string 'name' and an object 'params'")
+    names = common["class_names"]
+    if names is not None and len(names) != common["n_classes"]:
+        raise InputError(f"{where}: class_names has {len(names)} entries but n_classes is {common['n_classes']}")
     if m["format"] == "torch":
         builder = check_builder(m.get("builder"), where=where)  # before any import: refuses code nobody named
+        built = builder.get("kwargs", {}).get("n_classes")
+        if built is not None and built != common["n_classes"]:
+            raise InputError(f"{where}: n_classes is {common['n_classes']} but the builder makes {built!r} outputs "
+                             f"(builder.kwargs.n_classes)", hint="the manifest was edited; restore or recreate it")
         weights = folder / "model.safetensors"
         verify_manifest_files(folder, m, [weights])
         module = _build(builder)
@@ -528,8 +535,15 @@ def _load_onnx_file(ref: str, *, data: Dataset | None = None, **_: Any) -> Model
     inputs, outputs = graph_inputs(model)
     if not inputs or not outputs:
         raise InputError(f"{path} has no inputs or no outputs")
-    specs = tuple(InputSpec(name, tuple(None if i == 0 else d for i, d in enumerate(shape)), dtype)
-                  for name, shape, dtype in inputs)
+    specs = []
+    for name, shape, dtype in inputs:
+        if shape is None:  # a type without a shape: any rank is valid ONNX; the data says what it gets
+            array = _data_array(data, name, len(inputs))
+            if array is None:
+                raise InputError(f"{path}: input {name!r} declares no shape, so modelpress cannot size it",
+                                 hint="pass --data (its arrays give the shape)")
+            shape = tuple(array.shape)
+        specs.append(InputSpec(name, tuple(None if i == 0 else d for i, d in enumerate(shape)), dtype))
     floats = [i for i, o in enumerate(model.graph.output) if o.type.tensor_type.elem_type in (1, 10, 11, 16)]
     scores = outputs[floats[0] if floats else 0]  # the scores, as the runner picks them (not an int label output)
     n_classes = scores[-1] if scores and scores[-1] else None
@@ -538,5 +552,14 @@ def _load_onnx_file(ref: str, *, data: Dataset | None = None, **_: Any) -> Model
     if n_classes is None:
         raise InputError(f"{path}: cannot tell the class count from its output shape", hint="pass --data")
     return ModelArtifact(
-        "onnx", specs, int(n_classes), str(path), path=path, class_names=data.class_names if data else None
+        "onnx", tuple(specs), int(n_classes), str(path), path=path, class_names=data.class_names if data else None
     )
+
+
+def _data_array(data: Dataset | None, name: str, n_inputs: int) -> Any:
+    """The data array feeding model input ``name`` (by name, or the only array for a single-input model)."""
+    if data is None:
+        return None
+    if name in data.inputs:
+        return data.inputs[name]
+    return next(iter(data.inputs.values())) if n_inputs == 1 and len(data.inputs) == 1 else None

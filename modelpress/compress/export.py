@@ -26,9 +26,10 @@ from .registry import StageConfig, StageContext, register_stage
 
 EXPORTERS = ("dynamo", "torchscript")
 PRECISIONS = ("fp32", "fp16", "int8")
+TRT_INT8 = ("qdq", "calibrator")  # explicit Q/DQ (default) | TensorRT 10's deprecated implicit calibrator
 _TRT_INTS = ("min_batch", "opt_batch", "max_batch", "min_seq_len", "opt_seq_len", "max_seq_len", "workspace_mb",
              "calibration_batch_size", "calibration_batches")
-_TRT_FIELDS = (*_TRT_INTS, "precision", "timing_cache", "trt_atol", "trt_rtol", "trt_min_top1")
+_TRT_FIELDS = (*_TRT_INTS, "precision", "trt_int8", "timing_cache", "trt_atol", "trt_rtol", "trt_min_top1")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ExportConfig(StageConfig):
     optional: bool = False
     # TensorRT only (format: tensorrt); see modelpress.compress.tensorrt
     precision: str = "fp32"
+    trt_int8: str = "qdq"
     min_batch: int = 1
     opt_batch: int = 32
     max_batch: int = 256
@@ -78,6 +80,8 @@ class ExportConfig(StageConfig):
     def _validate_tensorrt(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"export.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.trt_int8 not in TRT_INT8:
+            raise InputError(f"export.trt_int8 must be one of {', '.join(TRT_INT8)}, got {self.trt_int8!r}")
         for name in _TRT_INTS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -150,6 +154,9 @@ def _dynamic_dims(artifact: ModelArtifact, dynamic_batch: bool) -> dict[str, lis
     return dims
 
 
+STATIC_BATCH = 1  # --static-batch fixes the batch axis here: one request at a time, the usual fixed-shape server
+
+
 def _example_inputs(artifact: ModelArtifact, batch: int = 2) -> tuple[Any, ...]:
     import torch
 
@@ -198,7 +205,8 @@ def export_onnx(artifact: ModelArtifact, path: Path, *, config: ExportConfig) ->
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_onnx_logs():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, _example_inputs(artifact), str(tmp), **kwargs)
+            example = _example_inputs(artifact, 2 if config.dynamic_batch else STATIC_BATCH)
+            torch.onnx.export(module, example, str(tmp), **kwargs)
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model, full_check=True)
         os.replace(tmp, path)
@@ -230,7 +238,8 @@ def verify_onnx(reference: ModelArtifact, candidate: ModelArtifact, data: Datase
     max_abs = max_rel = 0.0
     agree = total = 0
     passed = True
-    sizes = sorted({1, min(n, 7), n})
+    # a static batch axis is fixed at the exported example's size: only that size is valid input
+    sizes = sorted({1, min(n, 7), n}) if config.dynamic_batch else [STATIC_BATCH]
     for size in sizes:
         for batch, _ in sample.batches(size):
             want, got = torch_run(batch), ort_run(batch)
