@@ -53,8 +53,14 @@ class ExplainConfig:
     fp16_baseline: bool = True
     max_layers: int = 100
     latency: LatencyConfig = field(default_factory=_quick_latency)
+    target: str | None = None  # predict the outputs on this CPU kind by emulation (runtime.target.TARGETS)
 
     def __post_init__(self) -> None:
+        if self.target is not None:
+            from ..runtime.target import TARGETS
+
+            if self.target not in TARGETS:
+                raise InputError(f"unknown target {self.target!r}", hint=f"use one of {', '.join(TARGETS)}")
         for key, low in (("threads", 1), ("batch_size", 1), ("samples", 1), ("runs", 1), ("warmup", 0),
                          ("max_layers", 1)):
             value = getattr(self, key)
@@ -95,7 +101,7 @@ def explain(candidate: ModelArtifact, reference: ModelArtifact, data: Dataset, *
     with tempfile.TemporaryDirectory(prefix="modelpress-explain-") as tmp_name:
         tmp = Path(tmp_name)
         graph_ref = _graph_reference(candidate, reference, data, tmp, notes, threads=config.threads)
-        errors = None
+        errors, subset = None, data
         if graph_ref.format == candidate.format:
             subset = data.subset(slice(0, min(len(data), config.samples)))
             errors = layer_errors(candidate, graph_ref, subset, batch_size=config.batch_size, threads=config.threads)
@@ -117,6 +123,17 @@ def explain(candidate: ModelArtifact, reference: ModelArtifact, data: Dataset, *
 
                 context.setdefault("default_op_types", list(qo.DYNAMIC_OPS if context["mode"] == "dynamic"
                                                             else qo.STATIC_OPS))
+        kernels = None
+        if errors is not None and candidate.format == "onnx" and context.get("mode") in ("dynamic", "static"):
+            from ..runtime.target import TARGETS
+            from .hardware import kernel_effects
+
+            kernels = kernel_effects(candidate.path, graph_ref.path, subset, errors, batch_size=config.batch_size,
+                                     threads=config.threads,
+                                     target=TARGETS[config.target] if config.target else None)
+            _merge_real(errors["layers"], kernels)
+        elif config.target:
+            notes.append(f"no prediction for {config.target}: emulation covers INT8 ONNX candidates")
         layers = _attach_times((errors or {}).get("layers", []), cand_prof, ref_prof)
         if graph is not None:
             graph["float_layers"] = [{"node": lay["node"], "op_type": lay["op_type"],
@@ -134,6 +151,11 @@ def explain(candidate: ModelArtifact, reference: ModelArtifact, data: Dataset, *
         errors["layers"] = layers
     speed = slowdown(latency, cand_prof, ref_prof, graph, layers)
     recs = recommend(errors, speed, graph, context)  # from every layer; the result keeps the worst max_layers
+    if kernels is not None:
+        from .hardware import saturation_recommendation
+
+        fix = saturation_recommendation(kernels, context)
+        recs = [fix, *recs] if fix else recs
     return {
         "explain_version": EXPLAIN_VERSION,
         "candidate": {"source": candidate.source, "format": candidate.format},
@@ -144,6 +166,7 @@ def explain(candidate: ModelArtifact, reference: ModelArtifact, data: Dataset, *
         "slowdown": speed,
         "profile": {"candidate": _trim(cand_prof), "reference": _trim(ref_prof)},
         "graph": graph,
+        "kernels": kernels,
         "errors": {k: v for k, v in (errors or {}).items() if k != "layers"} or None,
         "layers": layers[: config.max_layers],
         "recommendations": recs,
@@ -236,6 +259,15 @@ def _attach_times(layers: list[dict[str, Any]], cand: dict[str, Any], ref: dict[
         out.append({**layer, "candidate_ms": c, "reference_ms": r,
                     "time_share": c / total if c is not None and total > 0 else None})
     return out
+
+
+def _merge_real(layers: list[dict[str, Any]], kernels: dict[str, Any]) -> None:
+    """Each layer's real-kernel SQNR, added noise and saturated pair share beside its Q/DQ numbers."""
+    for layer in layers:
+        real = (kernels.get("layers") or {}).get(layer["node"]) or {}
+        layer["real_sqnr_db"] = real.get("real_sqnr_db")
+        layer["real_noise_added"] = real.get("real_noise_added")
+        layer["saturated_pairs"] = real.get("saturated_pairs")
 
 
 def _weights_info(model: Any) -> dict[str, Any]:

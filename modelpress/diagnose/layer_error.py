@@ -186,7 +186,7 @@ def _match(ref: _Graph, cand: _Graph) -> tuple[dict[str, str], dict[str, str]]:
     return chosen, alias
 
 
-def _augmented_session(model: Any, names: list[str], threads: int) -> Any:
+def _augmented_session(model: Any, names: list[str], threads: int, *, optimize: bool = False) -> Any:
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -198,7 +198,10 @@ def _augmented_session(model: Any, names: list[str], threads: int) -> Any:
         if name not in present:
             copy.graph.output.append(helper.make_empty_tensor_value_info(name))
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # names and meaning kept as written
+    # qdq: optimisation off, every tensor keeps its name and its exact Q/DQ meaning; real: the evaluator's level,
+    # so the fused integer kernels (QLinearConv, QGemm, MatMulIntegerToFloat…) run as in deployment
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     try:
@@ -220,9 +223,50 @@ def _batches(data: Dataset, names: list[str], batch_size: int) -> Iterator[tuple
             yield {n: np.ascontiguousarray(batch[n]) for n in names}, len(y)
 
 
+def _real_kernel_fetches(cand: _Graph, pairs: list[tuple[str, str]]) -> dict[str, tuple[str, Any]]:
+    """For each candidate tensor, what to fetch from an optimized session without breaking a fusion.
+
+    A tensor inside a fused pattern (the float output of a Conv that onnxruntime runs as ``QLinearConv``, or the
+    ``DequantizeLinear`` output it reads) no longer exists in the optimized graph, and asking for it as a graph
+    output would stop the fusion — the kernel measured would not be the one deployed. So a tensor is fetched only
+    when it survives onnxruntime's own optimisation; a dequantized activation is replaced by the uint8/int8 tensor
+    its ``DequantizeLinear`` reads (the fused kernel's output), dequantized here in float32 as onnxruntime would.
+
+    Returns:
+        candidate tensor → (tensor to fetch, ``(scale, zero)`` to dequantize it with, or ``None``).
+    """
+    from onnx import numpy_helper
+
+    from ..runtime.emulate import ort_optimized_graph
+
+    optimized = ort_optimized_graph(cand.model)
+    alive = {t for n in optimized.graph.node for t in (*n.input, *n.output) if t} | {i.name for i in
+                                                                                     optimized.graph.input}
+    inits = {i.name: i for i in cand.model.graph.initializer}
+    out: dict[str, tuple[str, Any]] = {}
+    for _, c in pairs:
+        producer = cand.producer.get(c)
+        if producer is not None and producer.op_type == "DequantizeLinear" and producer.input[0] not in cand.inits:
+            src = producer.input[0]
+            scale = numpy_helper.to_array(inits[producer.input[1]]) if producer.input[1] in inits else None
+            zero = numpy_helper.to_array(inits[producer.input[2]]) if len(producer.input) > 2 and \
+                producer.input[2] in inits else np.zeros((), np.uint8)
+            if src in alive and scale is not None and scale.size == 1:
+                out[c] = (src, (np.float32(scale.reshape(())), zero.reshape(())))
+                continue
+        if c in alive:
+            out[c] = (c, None)
+    return out
+
+
 def onnx_layer_errors(reference_path: str | Path, candidate_path: str | Path, data: Dataset, *,
-                      batch_size: int = 32, threads: int = 1) -> dict[str, Any]:
+                      batch_size: int = 32, threads: int = 1, kernels: str = "qdq") -> dict[str, Any]:
     """Per-layer error of the candidate ONNX model against the reference ONNX model (see the module docstring).
+
+    ``kernels="qdq"`` runs the candidate unoptimised: the exact Q/DQ arithmetic the graph describes, every tensor
+    available. ``kernels="real"`` runs it as the evaluator does (fused integer kernels of this CPU) and compares the
+    tensors that survive the fusion (:func:`_real_kernel_fetches`): on a CPU without VNNI the two differ where
+    u8×s8 pairs saturate.
 
     Returns:
         ``{"method", "n_samples", "matched_tensors", "unmatched_layers", "layers": [...worst first], "output"}``;
@@ -238,17 +282,31 @@ def onnx_layer_errors(reference_path: str | Path, candidate_path: str | Path, da
     ref_out = ref.model.graph.output[0].name
     cand_out = cand.model.graph.output[0].name
     pairs = sorted(chosen.items())
+    if kernels not in ("qdq", "real"):
+        raise InputError(f"kernels must be 'qdq' or 'real', got {kernels!r}")
+    fetch: dict[str, tuple[str, Any]] = {c: (c, None) for _, c in pairs}
+    if kernels == "real":
+        fetch = _real_kernel_fetches(cand, pairs)
+        pairs = [(r, c) for r, c in pairs if c in fetch]
     ref_session = _augmented_session(ref.model, [r for r, _ in pairs], threads)
-    cand_session = _augmented_session(cand.model, [c for _, c in pairs], threads)
+    cand_session = _augmented_session(cand.model, sorted({fetch[c][0] for _, c in pairs}), threads,
+                                      optimize=kernels == "real")
     stats = {r: _Stats() for r, _ in pairs}
     output = _Stats()
     ref_logits, cand_logits = [], []
     ref_names = [r for r, _ in pairs]
-    cand_names = [c for _, c in pairs]
+    cand_names = sorted({fetch[c][0] for _, c in pairs} - {cand_out})
     for feed, rows in _batches(data, ref.inputs, batch_size):
         cand_feed = feed if cand.inputs == ref.inputs else dict(zip(cand.inputs, feed.values()))
         ref_values = dict(zip([ref_out, *ref_names], ref_session.run([ref_out, *ref_names], feed)))
-        cand_values = dict(zip([cand_out, *cand_names], cand_session.run([cand_out, *cand_names], cand_feed)))
+        fetched = dict(zip([cand_out, *cand_names], cand_session.run([cand_out, *cand_names], cand_feed)))
+        cand_values = {cand_out: fetched[cand_out]}
+        for _, c in pairs:
+            src, qparams = fetch[c]
+            value = fetched[src]
+            if qparams is not None:
+                value = (value.astype(np.int32) - qparams[1].astype(np.int32)).astype(np.float32) * qparams[0]
+            cand_values[c] = value
         for r, c in pairs:
             a, b = ref_values[r], cand_values[c]
             if a.shape == b.shape and a.dtype.kind == "f" and b.dtype.kind == "f":
@@ -258,7 +316,8 @@ def onnx_layer_errors(reference_path: str | Path, candidate_path: str | Path, da
         cand_logits.append(np.asarray(cand_values[cand_out], dtype=np.float64).reshape(rows, -1))
     stats = {k: v for k, v in stats.items() if v.rows}
     layers, unmatched = _onnx_layers(cand, alias, stats, set(ref.inputs))
-    return _result("onnx-intermediate", len(data), len(stats), unmatched, layers, output,
+    return _result("onnx-intermediate" if kernels == "qdq" else "onnx-real-kernels", len(data), len(stats),
+                   unmatched, layers, output,
                    np.concatenate(ref_logits), np.concatenate(cand_logits))
 
 

@@ -259,6 +259,8 @@ def _command(context: dict[str, Any], changes: dict[str, Any]) -> str:
         flag = "--" + key.replace("_", "-")
         if key == "per_channel":
             parts.append("--per-channel" if value else "--per-tensor")
+        elif isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
         elif isinstance(value, (list, tuple)):
             parts += [flag, ",".join(map(str, value))]
         else:

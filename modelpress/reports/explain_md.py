@@ -25,13 +25,13 @@ def explain_view(explain: Mapping[str, Any]) -> dict[str, Any]:
     ``recommendations`` [{summary, effect, command, yaml}] and ``notes``."""
     ref = (explain.get("reference") or {}).get("source")
     speed = explain.get("slowdown") or {}
-    tables = [t for t in (_baselines(explain), _time(explain), _errors(explain)) if t]
+    tables = [t for t in (_kernels(explain), _baselines(explain), _time(explain), _errors(explain)) if t]
     return {
         "title": f"Explain: why it is slow or inaccurate (vs {_t(ref)})",
         "speed": speed.get("reason") or "not slower than any baseline (95 % CI of the ratio of medians, and at "
                                         "least 5 %).",
         "tables": tables,
-        "facts": _facts(explain),
+        "facts": [*_kernel_facts(explain), *_facts(explain)],
         "recommendations": [_recommendation(r) for r in explain.get("recommendations") or []],
         "notes": [str(n) for n in explain.get("notes") or []],
     }
@@ -76,6 +76,46 @@ def explain_lines(explain: Mapping[str, Any], *, level: int = 3) -> list[str]:
 
 
 # ---- pieces ------------------------------------------------------------------------------------------------------
+def _kernels(explain: Mapping[str, Any]) -> dict[str, Any] | None:
+    """End-to-end agreement first: the real session (this CPU's kernels), the exact Q/DQ arithmetic, a prediction."""
+    kernels = explain.get("kernels")
+    if not isinstance(kernels, Mapping):
+        return None
+    rows = []
+    for label, row in ((f"real onnxruntime kernels ({_t(kernels.get('host'))}, this CPU)", kernels.get("real")),
+                       ("exact Q/DQ arithmetic (graph unoptimised)", kernels.get("qdq")),
+                       (f"predicted on {_t((kernels.get('predicted') or {}).get('target'))} (emulated)",
+                        kernels.get("predicted"))):
+        if isinstance(row, Mapping) and row.get("top1_agreement") is not None:
+            rows.append([label, _pct(row.get("top1_agreement")), _f(row.get("cosine"), 4), _db(row.get("sqnr_db"))])
+    return {"title": f"Agreement with the reference ({_i(kernels.get('n_samples'))} samples)",
+            "headers": ["outputs", "top-1 agreement", "cosine", "SQNR"], "rows": rows, "footer": ""}
+
+
+def _kernel_facts(explain: Mapping[str, Any]) -> list[str]:
+    kernels = explain.get("kernels")
+    if not isinstance(kernels, Mapping):
+        return []
+    facts = []
+    sat = [str(n) for n in kernels.get("saturated_layers") or []]
+    if kernels.get("hardware_effect"):
+        facts.append(f"hardware effect: the real kernels lose accuracy the Q/DQ arithmetic keeps — u8×s8 pairs "
+                     f"saturate in int16 on {_t(kernels.get('host'))} in: {', '.join(sat[:8]) or 'the int8 layers'}")
+    elif sat:
+        facts.append(f"u8×s8 pairs saturate on {_t(kernels.get('host'))} in {', '.join(sat[:8])}, without a "
+                     "measurable effect on the outputs")
+    predicted = kernels.get("predicted")
+    if isinstance(predicted, Mapping):
+        if predicted.get("skipped"):
+            facts.append(f"no prediction for {_t(predicted.get('target'))}: {_t(predicted['skipped'])}")
+        else:
+            layers = [str(n) for n in predicted.get("saturated_layers") or []]
+            facts.append(f"predicted on {_t(predicted.get('target'))}: top-1 agreement "
+                         f"{_pct(predicted.get('top1_agreement'))}; pairs saturate in "
+                         f"{', '.join(layers[:8]) if layers else 'no layer'}")
+    return facts
+
+
 def _baselines(explain: Mapping[str, Any]) -> dict[str, Any] | None:
     rows = []
     for row in explain.get("latency") or []:
@@ -141,7 +181,8 @@ def _errors(explain: Mapping[str, Any]) -> dict[str, Any] | None:
     layers = explain.get("layers") or []
     out = errors.get("output") or {}
     rows = [[str(number), _t(lay.get("exclude_name")), _t(lay.get("op_type")), _t(lay.get("precision")),
-             _f(lay.get("noise_added"), 3), _db(lay.get("sqnr_db")), _db(lay.get("channel_sqnr_db")),
+             _f(lay.get("noise_added"), 3), _db(lay.get("sqnr_db")), _db(lay.get("real_sqnr_db")),
+             _share(lay.get("saturated_pairs")), _db(lay.get("channel_sqnr_db")),
              _f(lay.get("cosine"), 4), _pct(lay.get("time_share")),
              f"{_ms(lay.get('candidate_ms'))} / {_ms(lay.get('reference_ms'))}"]
             for number, lay in enumerate(layers[:TOP_LAYERS], start=1)]
@@ -149,7 +190,8 @@ def _errors(explain: Mapping[str, Any]) -> dict[str, Any] | None:
                      f"{_db(out.get('sqnr_db'))}, channel SQNR {_db(out.get('channel_sqnr_db'))}, cosine "
                      f"{_f(out.get('cosine'), 4)}, top-1 agreement {_pct(out.get('top1_agreement'))}; layers ranked "
                      "by the relative noise power they add, worst first)",
-            "headers": ["#", "layer", "op", "precision", "noise added", "SQNR", "channel SQNR", "cosine",
+            "headers": ["#", "layer", "op", "precision", "noise added", "SQNR Q/DQ", "SQNR real kernels",
+                        "pairs saturated", "channel SQNR", "cosine",
                         "time share", "ms candidate / FP32"], "rows": rows,
             "footer": f"{len(layers) - TOP_LAYERS} more layer(s) in report.json." if len(layers) > TOP_LAYERS else ""}
 
@@ -177,6 +219,10 @@ def _ms(value: Any) -> str:
 
 def _pct(value: Any) -> str:
     return percent(value, 1)
+
+
+def _share(value: Any) -> str:
+    return number_or_dash(value, lambda n: f"{100 * n:.2g} %")
 
 
 def _db(value: Any) -> str:

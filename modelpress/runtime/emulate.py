@@ -36,7 +36,7 @@ from .target import Target
 
 #: onnxruntime kernels that run u8×s8 (or u8×u8) integer GEMMs after graph optimization.
 INTEGER_KERNELS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger",
-                             "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+                             "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
 _LAYER_OPS = ("Conv", "MatMul", "Gemm")
 _PASS_THROUGH = ("Relu", "Clip", "QuantizeLinear", "Add")
 
@@ -161,8 +161,9 @@ def requantize(acc: np.ndarray, scale: np.ndarray, zero: Any, dtype: np.dtype) -
 
 
 # ---- which nodes onnxruntime runs as integer kernels ---------------------------------------------------------------
-def ort_integer_outputs(model: Any) -> set[str]:
-    """Output tensors of the integer GEMM kernels in the graph onnxruntime really runs (optimized by itself)."""
+def ort_optimized_graph(model: Any) -> Any:
+    """The graph onnxruntime really runs: ``model`` optimized by onnxruntime itself at ``ORT_ENABLE_EXTENDED`` (the
+    level that fuses Q/DQ into integer kernels; ``ORT_ENABLE_ALL`` only adds layout changes on top)."""
     import onnx
     import onnxruntime as ort
 
@@ -177,7 +178,12 @@ def ort_integer_outputs(model: Any) -> set[str]:
         except Exception as exc:
             raise InputError(f"onnxruntime cannot load the model to emulate: {str(exc).splitlines()[0][:200]}") \
                 from None
-        optimized = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
+
+
+def ort_integer_outputs(model: Any, optimized: Any | None = None) -> set[str]:
+    """Output tensors of the integer GEMM kernels in the graph onnxruntime really runs."""
+    optimized = optimized if optimized is not None else ort_optimized_graph(model)
     return {o for n in optimized.graph.node if n.op_type in INTEGER_KERNELS for o in n.output if o}
 
 

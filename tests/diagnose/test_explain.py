@@ -100,7 +100,7 @@ def test_report_renders_explain_section_escaped(outlier: dict, quantize_outlier)
     assert "fc\\|2 &lt;script&gt;" in text and "<script>" not in text
     assert "`rm`" not in text and "'rm'" in text
     for row in (line for line in text.splitlines() if line.startswith("| 1 |")):
-        assert row.count(" | ") == 9  # ten cells: the escaped pipe did not add a column
+        assert row.count(" | ") == 11  # twelve cells: the escaped pipe did not add a column
     report = {"schema_version": 1, "run": {"name": "r", "created": "now"},
               "data": {"source": "d", "n_samples": 1, "n_classes": 10},
               "stages": [{"name": "candidate", "kind": "explain", "params": {}, "artifact": None, "metrics": None,

@@ -187,7 +187,8 @@ def test_emulating_this_cpu_matches_its_real_kernels(quantized, name: str) -> No
     assert np.abs(emulated - real).max() <= 0.05
     other = VNNI if host.saturates else AVX2
     predicted, other_emulator = emulate_outputs(model, other, ({"x": feed[i:i + 64]} for i in range(0, len(feed), 64)))
-    assert sum(v["clipped"] for v in {**emulator.clipped, **other_emulator.clipped}.values()) > 0  # the CNN/MLP
+    saturating = emulator if host.saturates else other_emulator
+    assert sum(v["clipped"] for v in saturating.clipped.values()) > 0  # these models do saturate without VNNI
     assert np.abs(predicted - real).max() > 0.05  # saturation changes the outputs: the two targets differ here
 
 
