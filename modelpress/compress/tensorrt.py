@@ -1,21 +1,32 @@
 """TensorRT export: build a serialized engine from the verified ONNX model, then verify the engine against it.
 
 Flow (``export: {format: tensorrt}`` or ``modelpress export MODEL --format tensorrt``): torch → ONNX (exported and
-verified against torch by :mod:`.export`) → TensorRT engine (fp32, fp16, or int8 from a Q/DQ model or calibrated
-with ``IInt8EntropyCalibrator2`` on our calibration data) → outputs compared with onnxruntime on real samples, with
-a tolerance per precision; over tolerance is a failed gate (exit 1).
+verified against torch by :mod:`.export`) → TensorRT engine → outputs compared with onnxruntime (float ONNX) on
+real samples, with a tolerance per precision; over tolerance is a failed gate (exit 1).
+
+INT8 is explicit by default (``trt_int8: qdq``): a model that already has Q/DQ nodes is built as it is; a float
+model is first quantized to a Q/DQ ONNX model with onnxruntime's ``quantize_static`` (symmetric int8, per-channel
+weights, Conv/MatMul/Gemm inputs) on our calibration samples, written as ``model.qdq.onnx``, and built as a strongly
+typed network, where the Q/DQ nodes fix every precision and no INT8 builder flag is set. This is the path NVIDIA
+keeps: the implicit calibrator API (``IInt8EntropyCalibrator2`` with the INT8 flag) is deprecated since TensorRT 10.1
+and removed in 11; it stays reachable as ``trt_int8: calibrator`` on TensorRT 10 only.
 
 Everything decided before TensorRT is touched is a pure function here — optimization-profile shapes from the
-input specs, the build plan (flags, int8 mode) from precision / TensorRT version / Q/DQ content, the output
-comparison, the calibration batching, the metadata record — so it is tested without a GPU. TensorRT and CUDA are
-imported inside functions only. Targets the TensorRT 10 API; TensorRT 11 builds fp32 and Q/DQ int8 only (it
-removed the FP16/INT8 builder flags and calibrators) and says so.
+input specs, the build plan (flags, int8 mode, strong typing) from precision / TensorRT version / Q/DQ content, the
+Q/DQ quantization, the output comparison, the calibration batching, the metadata record — so it is tested without
+a GPU. TensorRT and CUDA are imported inside functions only. None of this has run on a GPU yet: the tests use a
+stand-in ``tensorrt`` module (tests/tensorrt), and tests/tensorrt/test_trt_gpu.py waits for a machine with one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
+import logging
 import math
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,12 +148,16 @@ def network_inputs(shapes: Sequence[tuple[str, Sequence[int], str]]) -> tuple[In
 # ---- build plan ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BuildPlan:
-    """Builder flags to set / clear, how int8 is obtained, and whether the network is strongly typed."""
+    """Builder flags to set / clear, how int8 is obtained, and whether the network is strongly typed.
+
+    ``quantize``: the float ONNX model must first be quantized to Q/DQ (:func:`quantize_qdq`) before it is built.
+    """
 
     set_flags: tuple[str, ...] = ()
     clear_flags: tuple[str, ...] = ()
-    int8_mode: str | None = None  # "qdq" (explicit) | "calibrated" (implicit, entropy calibrator) | None
+    int8_mode: str | None = None  # "qdq" (explicit) | "calibrated" (implicit, deprecated calibrator) | None
     strongly_typed: bool = False
+    quantize: bool = False
 
 
 def qdq_info(model: Any) -> dict[str, Any]:
@@ -165,30 +180,102 @@ def qdq_info(model: Any) -> dict[str, Any]:
     return {"nodes": nodes, "problems": problems}
 
 
-def build_plan(precision: str, *, trt_major: int, qdq_nodes: int, has_calibration: bool) -> BuildPlan:
-    """Decide flags and int8 mode; InputError with the way out when the combination cannot be built."""
+def build_plan(precision: str, *, trt_major: int, qdq_nodes: int, has_calibration: bool,
+               int8: str = "qdq") -> BuildPlan:
+    """Decide flags, int8 mode and strong typing; InputError with the way out when the combination cannot be built.
+
+    ``int8`` is ``"qdq"`` (explicit quantization, the default) or ``"calibrator"`` (TensorRT 10's deprecated
+    implicit INT8). A Q/DQ network is always built strongly typed: its Q/DQ nodes decide every precision, and
+    TensorRT refuses precision builder flags on such a network.
+    """
     if qdq_nodes and precision != "int8":
         raise InputError(f"the ONNX model has {qdq_nodes} Q/DQ nodes (it is already quantized); "
                          f"precision {precision} cannot build it", hint="use --precision int8")
     no_tf32 = ("TF32",) if precision == "fp32" else ()  # TF32 would break the fp32 tolerance on Ampere+
+    if precision == "int8" and int8 == "calibrator":
+        if qdq_nodes:
+            raise InputError(f"the ONNX model has {qdq_nodes} Q/DQ nodes (it is already quantized); "
+                             "the calibrator applies to a float model", hint="drop --trt-int8 calibrator")
+        if trt_major >= 11:
+            raise InputError(f"TensorRT {trt_major} removed the INT8 calibrator (deprecated since 10.1)",
+                             hint="use --trt-int8 qdq (the default), or install TensorRT 10")
+        if not has_calibration:
+            raise InputError("the INT8 calibrator needs calibration data",
+                             hint="pass --data (its train split calibrates) or set data.calibration")
+        return BuildPlan(set_flags=("INT8",), int8_mode="calibrated")
+    if precision == "int8":
+        if not qdq_nodes and not has_calibration:
+            raise InputError("precision int8 on a model without Q/DQ nodes needs calibration data to quantize it",
+                             hint="pass --data (its train split calibrates) or set data.calibration")
+        return BuildPlan(int8_mode="qdq", strongly_typed=True, quantize=not qdq_nodes)
     if trt_major >= 11:
         if precision == "fp16":
             raise InputError(f"TensorRT {trt_major} removed the FP16 builder flag (strongly typed networks only)",
                              hint="install TensorRT 10 (pip install 'modelpress[tensorrt]') or use --precision fp32")
-        if precision == "int8" and not qdq_nodes:
-            raise InputError(f"TensorRT {trt_major} removed calibrated INT8; it needs a Q/DQ-quantized ONNX model",
-                             hint="quantize to a QDQ ONNX model first, or install TensorRT 10")
-        return BuildPlan(clear_flags=no_tf32, int8_mode="qdq" if qdq_nodes else None, strongly_typed=True)
+        return BuildPlan(clear_flags=no_tf32, strongly_typed=True)
     if precision == "fp32":
         return BuildPlan(clear_flags=no_tf32)
-    if precision == "fp16":
-        return BuildPlan(set_flags=("FP16",))
-    if qdq_nodes:
-        return BuildPlan(set_flags=("INT8",), int8_mode="qdq")
-    if not has_calibration:
-        raise InputError("precision int8 without Q/DQ nodes needs calibration data",
-                         hint="pass --data (its train split calibrates) or set data.calibration")
-    return BuildPlan(set_flags=("INT8",), int8_mode="calibrated")
+    return BuildPlan(set_flags=("FP16",))
+
+
+# ---- explicit quantization (Q/DQ) ----------------------------------------------------------------------------------
+#: Ops whose inputs get Q/DQ pairs. TensorRT's explicit-quantization guidance quantizes the inputs of the
+#: compute-heavy layers and lets it fuse the rest; quantizing Add/Softmax/etc. only adds reformat layers.
+QDQ_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def calibration_batches(feeder: CalibrationFeeder) -> list[dict[str, np.ndarray]]:
+    """The feeder's batches on the host: both int8 paths calibrate on the same seeded samples."""
+    return [{n: np.ascontiguousarray(a[feeder.batch_indices(i)], dtype=feeder.dtypes.get(n, np.float32))
+             for n, a in feeder.inputs.items()} for i in range(feeder.n_batches)]
+
+
+def quantize_qdq(src: Path, dst: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Write ``dst``: ``src`` with symmetric int8 Q/DQ pairs (zero points 0) that TensorRT builds explicitly.
+
+    Activations: int8, symmetric, ranges from min/max over ``batches`` (the "max" calibration of NVIDIA's TensorRT
+    Model Optimizer INT8 recipe); weights: int8, symmetric, per output channel. Runs on the CPU with onnxruntime.
+    Returns the record stored as ``metadata["tensorrt"]["qdq"]``.
+    """
+    from onnx import TensorProto
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static
+
+    from ..onnx_utils import load_onnx
+
+    if not batches:
+        raise InputError("Q/DQ quantization for TensorRT got 0 calibration batches")
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.items = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs "consider pre-processing" through the root logger
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(src), str(dst), calibration_data_reader=Reader(), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QDQ_OP_TYPES), per_channel=True, reduce_range=False,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                               "DefaultTensorType": TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
+    info = qdq_info(load_onnx(dst, with_data=False))
+    if info["problems"]:  # onnxruntime's options above should rule this out; never hand TensorRT such a model
+        raise InputError(f"Q/DQ quantization of {src} produced {len(info['problems'])} nodes TensorRT cannot build "
+                         f"(first: {info['problems'][0]})")
+    n = sum(len(next(iter(b.values()))) for b in batches)
+    return {"source": "modelpress", "file": dst.name, "nodes": info["nodes"], "op_types": list(QDQ_OP_TYPES),
+            "calibration": {"algorithm": "minmax", "batches": len(batches), "samples": n},
+            "activations": "int8 symmetric", "weights": "int8 symmetric per-channel"}
 
 
 # ---- calibration ---------------------------------------------------------------------------------------------------
@@ -304,7 +391,8 @@ def make_entropy_calibrator(trt: Any, feeder: CalibrationFeeder) -> Any:
 # ---- metadata ----------------------------------------------------------------------------------------------------
 def engine_metadata(*, trt_version: str, device: dict[str, Any], precision: str, plan: BuildPlan,
                     profiles: dict[str, dict[str, list[int]]], workspace_mb: int, timing_cache: dict[str, Any],
-                    calibration: dict[str, Any] | None, build_s: float, engine_sha256: str) -> dict[str, Any]:
+                    calibration: dict[str, Any] | None, build_s: float, engine_sha256: str,
+                    qdq: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``metadata["tensorrt"]`` record: JSON types only, enough to tell where and how the engine runs."""
     return {
         "version": str(trt_version),
@@ -318,6 +406,7 @@ def engine_metadata(*, trt_version: str, device: dict[str, Any], precision: str,
         "workspace_mb": int(workspace_mb),
         "timing_cache": dict(timing_cache),
         "calibration": dict(calibration) if calibration else None,
+        "qdq": dict(qdq) if qdq else None,
         "build_s": round(float(build_s), 3),
         "engine_sha256": engine_sha256,
     }
@@ -341,29 +430,45 @@ def _first(messages: list[str], default: str) -> str:
     return " ".join((messages[0] if messages else default).split())[:240]
 
 
-def build_engine(onnx_path: Path, *, config: ExportConfig, calibration: Dataset | None, seed: int,
-                 cuda: CudaApi) -> EngineBuild:
-    """Parse ``onnx_path`` and build a serialized engine (TensorRT 10 API); nothing is written here."""
-    import tensorrt as trt
-
-    from ..evaluate.tensorrt_backend import trt_logger
-    from ..onnx_utils import load_onnx
-
-    major = int(str(trt.__version__).split(".")[0])
-    qdq = qdq_info(load_onnx(onnx_path, with_data=False))
+def plan_for(onnx_path: Path, *, config: ExportConfig, trt_major: int, calibration: Dataset | None) -> BuildPlan:
+    """The build plan of ``onnx_path``: its Q/DQ content checked, then :func:`build_plan`."""
+    qdq = qdq_info_of(onnx_path)
     if qdq["problems"]:
         raise InputError(f"{onnx_path} has {len(qdq['problems'])} Q/DQ nodes TensorRT cannot build "
                          f"(first: {qdq['problems'][0]}); it needs symmetric int8",
                          hint="re-quantize with symmetric int8 activations: modelpress quantize --mode static "
                               "--activation-type int8 --symmetric-activations")
-    plan = build_plan(config.precision, trt_major=major, qdq_nodes=qdq["nodes"],
-                      has_calibration=calibration is not None and len(calibration) > 0)
+    return build_plan(config.precision, trt_major=trt_major, qdq_nodes=qdq["nodes"],
+                      has_calibration=calibration is not None and len(calibration) > 0, int8=config.trt_int8)
+
+
+def qdq_info_of(path: Path) -> dict[str, Any]:
+    from ..onnx_utils import load_onnx
+
+    return qdq_info(load_onnx(path, with_data=False))
+
+
+def trt_major(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def build_engine(onnx_path: Path, *, plan: BuildPlan, config: ExportConfig, calibration: Dataset | None, seed: int,
+                 cuda: CudaApi) -> EngineBuild:
+    """Parse ``onnx_path`` (already Q/DQ when ``plan`` says int8 "qdq") and build a serialized engine (TensorRT 10
+    API); nothing is written here."""
+    import tensorrt as trt
+
+    from ..evaluate.tensorrt_backend import trt_logger
+
+    if plan.quantize:
+        raise ValueError("build_engine needs the Q/DQ model; quantize_qdq first")
     logger = trt_logger(trt)
     seen = len(logger.messages)
     builder = trt.Builder(logger)
     flags = 0
-    if plan.strongly_typed and major < 11:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if plan.strongly_typed and strongly_typed is not None:  # TensorRT 11 has no flag: every network is strongly typed
+        flags |= 1 << int(strongly_typed)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -389,10 +494,12 @@ def build_engine(onnx_path: Path, *, config: ExportConfig, calibration: Dataset 
     feeder = None
     if plan.int8_mode == "calibrated":
         if calibration is None:
-            raise InputError("precision int8 without Q/DQ nodes needs calibration data")
+            raise InputError("the INT8 calibrator needs calibration data")
         feeder = CalibrationFeeder(calibration.inputs, [s.name for s in specs],
                                    {s.name: np.dtype(s.dtype) for s in specs}, config.calibration_batch_size,
                                    config.calibration_batches, cuda, seed=seed)
+        notes.append("INT8 calibrated with IInt8EntropyCalibrator2 (deprecated since TensorRT 10.1, removed in 11); "
+                     "--trt-int8 qdq (the default) quantizes explicitly")
         calib_profile = builder.create_optimization_profile()
         for name, shape in feeder.shapes.items():
             calib_profile.set_shape(name, shape, shape, shape)
@@ -483,8 +590,9 @@ def gate_message(report: dict[str, Any], precision: str) -> str:
 def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageContext) -> ModelArtifact:
     """The ``format: tensorrt`` branch of the export stage: verified ONNX → engine → verified engine.
 
-    Side effects: writes ``model.onnx`` (for a torch input), ``model.engine`` and, for calibrated int8,
-    ``calibration.cache`` into ``ctx.work_dir``; rewrites ``config.timing_cache`` when one is named.
+    Side effects: writes ``model.onnx`` (for a torch input), ``model.engine``, for int8 from a float model
+    ``model.qdq.onnx`` (or, with the deprecated calibrator, ``calibration.cache``) into ``ctx.work_dir``; rewrites
+    ``config.timing_cache`` when one is named.
     """
     from ..evaluate.tensorrt_backend import CudaRuntime, require_tensorrt
     from .export import onnx_for_export
@@ -499,9 +607,24 @@ def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageCon
     if config.verify and data is None:
         raise InputError("export --verify needs sample data", hint="pass --data (or --no-verify)")
     onnx_artifact = onnx_for_export(artifact, config, ctx)
+    calibration = ctx.calibration or ctx.train
+    source = Path(onnx_artifact.path)
+    plan = plan_for(source, config=config, trt_major=trt_major(trt), calibration=calibration)
     cuda = CudaRuntime()
-    build = build_engine(Path(onnx_artifact.path), config=config, calibration=ctx.calibration or ctx.train,
-                         seed=ctx.seed, cuda=cuda)
+    qdq = None
+    if plan.quantize:
+        if calibration is None:  # build_plan refuses this; kept for type checkers
+            raise InputError("precision int8 on a model without Q/DQ nodes needs calibration data to quantize it")
+        specs = onnx_artifact.inputs
+        feeder = CalibrationFeeder(calibration.inputs, [i.name for i in specs],
+                                   {i.name: np.dtype(i.dtype) for i in specs}, config.calibration_batch_size,
+                                   config.calibration_batches, cuda, seed=ctx.seed)
+        source = ctx.work_dir / "model.qdq.onnx"
+        qdq = quantize_qdq(Path(onnx_artifact.path), source, calibration_batches(feeder))
+        plan = dataclasses.replace(plan, quantize=False)
+    elif plan.int8_mode == "qdq":
+        qdq = {"source": "model", "nodes": qdq_info_of(source)["nodes"]}
+    build = build_engine(source, plan=plan, config=config, calibration=calibration, seed=ctx.seed, cuda=cuda)
     engine_path = ctx.work_dir / "model.engine"
     write_bytes(engine_path, build.engine)
     if build.calibration_cache:
@@ -514,7 +637,7 @@ def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageCon
     metadata["tensorrt"] = engine_metadata(
         trt_version=trt.__version__, device=cuda.device_info(), precision=config.precision, plan=build.plan,
         profiles=build.profiles, workspace_mb=config.workspace_mb, timing_cache=build.timing_cache_info,
-        calibration=build.calibration, build_s=build.build_s, engine_sha256=sha256_file(engine_path))
+        calibration=build.calibration, build_s=build.build_s, engine_sha256=sha256_file(engine_path), qdq=qdq)
     engine_artifact = onnx_artifact.evolve(format="tensorrt", module=None, path=engine_path, metadata=metadata)
     ctx.notes.extend(build.notes)
     if config.verify and data is not None:
@@ -529,5 +652,6 @@ def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageCon
 __all__ = [
     "DEFAULT_TOLERANCES", "BuildPlan", "CalibrationFeeder", "EngineBuild", "Tolerance", "build_engine", "build_plan",
     "check_range", "compare_outputs", "engine_metadata", "export_tensorrt", "gate_message", "make_entropy_calibrator",
-    "network_inputs", "profile_shapes", "qdq_info", "tolerance_for", "verify_engine", "verify_samples",
+    "network_inputs", "plan_for", "profile_shapes", "qdq_info", "quantize_qdq", "tolerance_for", "verify_engine",
+    "verify_samples",
 ]

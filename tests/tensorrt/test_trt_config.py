@@ -33,6 +33,8 @@ TRT = {"format": "tensorrt"}
 # ---- config validation ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("params, match", [
     ({**TRT, "precision": "int4"}, r"export.precision must be one of fp32, fp16, int8, got 'int4'"),
+    ({**TRT, "trt_int8": "implicit"}, r"export.trt_int8 must be one of qdq, calibrator, got 'implicit'"),
+    ({"trt_int8": "calibrator"}, r"export.trt_int8 applies to format tensorrt only \(format is onnx\)"),
     ({**TRT, "min_batch": 8, "opt_batch": 4}, r"min_batch ≤ opt_batch ≤ max_batch must hold, got 8, 4, 256"),
     ({**TRT, "opt_batch": 64, "max_batch": 32}, r"min_batch ≤ opt_batch ≤ max_batch must hold, got 1, 64, 32"),
     ({**TRT, "min_seq_len": 300, "opt_seq_len": 200}, r"min_seq_len ≤ opt_seq_len ≤ max_seq_len .* 300, 200, 512"),
@@ -102,27 +104,65 @@ def test_profile_shapes_rejects_unordered_ranges(batch, seq, match):
 
 
 # ---- build plan --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("precision, major, qdq, calib, expected", [
-    ("fp32", 10, 0, False, BuildPlan(clear_flags=("TF32",))),
-    ("fp16", 10, 0, False, BuildPlan(set_flags=("FP16",))),
-    ("int8", 10, 6, False, BuildPlan(set_flags=("INT8",), int8_mode="qdq")),
-    ("int8", 10, 0, True, BuildPlan(set_flags=("INT8",), int8_mode="calibrated")),
-    ("fp32", 11, 0, False, BuildPlan(clear_flags=("TF32",), strongly_typed=True)),
-    ("int8", 11, 6, False, BuildPlan(int8_mode="qdq", strongly_typed=True)),
-])
-def test_build_plan(precision, major, qdq, calib, expected):
-    assert build_plan(precision, trt_major=major, qdq_nodes=qdq, has_calibration=calib) == expected
+_QDQ = BuildPlan(int8_mode="qdq", strongly_typed=True)
 
 
-@pytest.mark.parametrize("precision, major, qdq, calib, match", [
-    ("int8", 10, 0, False, "precision int8 without Q/DQ nodes needs calibration data"),
-    ("fp16", 10, 4, True, "the ONNX model has 4 Q/DQ nodes .* precision fp16 cannot build it"),
-    ("fp16", 11, 0, True, "TensorRT 11 removed the FP16 builder flag"),
-    ("int8", 11, 0, True, "TensorRT 11 removed calibrated INT8"),
+@pytest.mark.parametrize("precision, major, qdq, calib, int8, expected", [
+    ("fp32", 10, 0, False, "qdq", BuildPlan(clear_flags=("TF32",))),
+    ("fp16", 10, 0, False, "qdq", BuildPlan(set_flags=("FP16",))),
+    # int8 is explicit by default: a Q/DQ model builds as it is, a float one is quantized first; never the INT8 flag
+    ("int8", 10, 6, False, "qdq", _QDQ),
+    ("int8", 10, 0, True, "qdq", BuildPlan(int8_mode="qdq", strongly_typed=True, quantize=True)),
+    ("int8", 11, 6, False, "qdq", _QDQ),
+    ("int8", 11, 0, True, "qdq", BuildPlan(int8_mode="qdq", strongly_typed=True, quantize=True)),
+    # the deprecated implicit path only when asked for, on TensorRT 10
+    ("int8", 10, 0, True, "calibrator", BuildPlan(set_flags=("INT8",), int8_mode="calibrated")),
+    ("fp32", 11, 0, False, "qdq", BuildPlan(clear_flags=("TF32",), strongly_typed=True)),
+], ids=["fp32", "fp16", "qdq-model", "float-quantized", "trt11-qdq-model", "trt11-float-quantized", "calibrator",
+        "trt11-fp32"])
+def test_build_plan(precision, major, qdq, calib, int8, expected):
+    assert build_plan(precision, trt_major=major, qdq_nodes=qdq, has_calibration=calib, int8=int8) == expected
+
+
+@pytest.mark.parametrize("precision, major, qdq, calib, int8, match", [
+    ("int8", 10, 0, False, "qdq", "precision int8 on a model without Q/DQ nodes needs calibration data"),
+    ("int8", 10, 0, False, "calibrator", "the INT8 calibrator needs calibration data"),
+    ("int8", 10, 6, True, "calibrator", "the ONNX model has 6 Q/DQ nodes .* the calibrator applies to a float"),
+    ("fp16", 10, 4, True, "qdq", "the ONNX model has 4 Q/DQ nodes .* precision fp16 cannot build it"),
+    ("fp16", 11, 0, True, "qdq", "TensorRT 11 removed the FP16 builder flag"),
+    ("int8", 11, 0, True, "calibrator", r"TensorRT 11 removed the INT8 calibrator \(deprecated since 10.1\)"),
 ])
-def test_build_plan_refusals(precision, major, qdq, calib, match):
+def test_build_plan_refusals(precision, major, qdq, calib, int8, match):
     with pytest.raises(InputError, match=match):
-        build_plan(precision, trt_major=major, qdq_nodes=qdq, has_calibration=calib)
+        build_plan(precision, trt_major=major, qdq_nodes=qdq, has_calibration=calib, int8=int8)
+
+
+def test_quantize_qdq_writes_symmetric_int8_that_tracks_the_float_model(trained_mlp, digits, tmp_path):
+    """CPU-only half of the default int8 path: the Q/DQ model TensorRT would build, checked with onnxruntime."""
+    import onnxruntime as ort
+
+    from onnx import load
+
+    from modelpress.compress.registry import StageContext, run_stage
+    from modelpress.compress.tensorrt import CalibrationFeeder, calibration_batches, quantize_qdq
+
+    artifact, _ = trained_mlp
+    train, test = digits
+    onnx_artifact = run_stage(artifact, ExportConfig(), StageContext(work_dir=tmp_path, eval=test))
+    feeder = CalibrationFeeder(train.inputs, ["input"], {"input": np.float32}, 32, 4, cuda=None, seed=0)
+    record = quantize_qdq(onnx_artifact.path, tmp_path / "model.qdq.onnx", calibration_batches(feeder))
+    assert record["calibration"] == {"algorithm": "minmax", "batches": 4, "samples": 128}
+    info = qdq_info(load(tmp_path / "model.qdq.onnx"))
+    assert info == {"nodes": record["nodes"], "problems": []} and info["nodes"] >= 4
+
+    def logits(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"input": test.inputs["input"].astype(np.float32)})[0]
+
+    want, got = logits(onnx_artifact.path), logits(tmp_path / "model.qdq.onnx")
+    assert not np.array_equal(want, got)  # quantized, not a copy
+    assert (want.argmax(1) == got.argmax(1)).mean() >= 0.97
+    assert np.abs(got - want).max() <= 0.25 * np.abs(want).max()  # the int8 verification bound of export
 
 
 def _qdq_model(zero_point: np.ndarray | None):
@@ -244,11 +284,11 @@ def test_engine_metadata_shape_is_plain_json():
         engine_sha256="ab" * 32)
     assert json.loads(json.dumps(meta)) == meta
     assert set(meta) == {"version", "gpu", "compute_capability", "precision", "int8_mode", "strongly_typed",
-                         "builder_flags", "profiles", "workspace_mb", "timing_cache", "calibration", "build_s",
-                         "engine_sha256"}
+                         "builder_flags", "profiles", "workspace_mb", "timing_cache", "calibration", "qdq",
+                         "build_s", "engine_sha256"}
     assert meta["profiles"]["input"] == {"min": [1, 64], "opt": [32, 64], "max": [256, 64]}
     assert (meta["version"], meta["compute_capability"], meta["build_s"]) == ("10.3.0", "9.0", 12.346)
-    assert meta["builder_flags"] == ["INT8"] and meta["int8_mode"] == "calibrated"
+    assert meta["builder_flags"] == ["INT8"] and meta["int8_mode"] == "calibrated" and meta["qdq"] is None
 
 
 def test_engine_from_another_tensorrt_or_gpu_is_refused_before_loading():
