@@ -2,9 +2,18 @@
 
 ``mode`` dynamic (weights int8, activations quantized per batch at run time), static (QDQ int8 with calibrated
 activation ranges: minmax / entropy / percentile) or fp16. ``engine`` onnxruntime (default; a torch input is exported
-to ONNX first and the export verified) or torch (``torch.ao`` dynamic, re-applied at load). The defaults are the ones
-measured fastest and most accurate on this CPU (see :mod:`.quantize_onnx` and the README "Quantization"): U8S8,
-per-channel weights, no ConvInteger, residual Add written as Sum.
+to ONNX first and the export verified) or torch (``torch.ao`` dynamic, re-applied at load).
+
+**Target.** An INT8 model is built for a CPU kind (``target``: ``auto`` = the host, or one of
+:data:`modelpress.runtime.target.TARGETS`), because x86 CPUs without VNNI add u8×s8 products in pairs into int16
+with saturation and collapse a model that is fine on a VNNI CPU. Every default that depends on it (activation and
+weight types, ``reduce_range``, per-channel, op sets, the residual Sum rewrite) comes from one table,
+:mod:`.quantize_targets`; a field the user sets wins. The target goes into ``metadata["quantization"]["target"]``.
+
+**Guard** (on by default). After quantizing, the quantized model runs with the host's real onnxruntime kernels
+against the FP32 model on all the evaluation data; top-1 agreement below ``min_agreement`` (or, with
+``accuracy_tolerance``, a larger metric drop) raises :class:`GateFailed` (exit 1) with a diagnosis, so a collapsed
+model is never written. When the host's kernels differ from the target's, the record says what was measured.
 
 With ``accuracy_tolerance`` the stage keeps the most sensitive nodes in FP32 until the metric on the evaluation data
 is within the relative tolerance of the FP32 model (:mod:`.quantize_accuracy`), or fails with exit code 1.
@@ -17,7 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,8 +35,10 @@ import numpy as np
 from ..artifacts import ModelArtifact, check_inputs
 from ..data import Dataset
 from ..errors import GateFailed, InputError
+from ..runtime.target import TARGET_NAMES, Target, detect_host, resolve_target
 from . import quantize_onnx as qo
-from .quantize_accuracy import accuracy_search
+from .quantize_accuracy import accuracy_search, relative_drop
+from .quantize_targets import TargetDefaults, defaults_for, saturation_fix
 from .quantize_torch import TRANSFORM, run_torch_dynamic
 from .registry import StageConfig, StageContext, register_stage
 
@@ -53,11 +64,12 @@ class QuantizeConfig(StageConfig):
     percentile: float = 99.999
     calibration_samples: int = 128
     calibration_batch_size: int = 16
-    per_channel: bool = True
-    weight_type: str = "int8"
-    activation_type: str = "uint8"
+    target: str = "auto"  # the CPU kind the model is built for (auto: the host); see quantize_targets
+    per_channel: bool | None = None  # None: from the target's defaults (this applies to the next four, too)
+    weight_type: str | None = None
+    activation_type: str | None = None
     symmetric_activations: bool = False
-    reduce_range: bool = False
+    reduce_range: bool | None = None
     quant_format: str = "qdq"
     op_types: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
@@ -65,14 +77,16 @@ class QuantizeConfig(StageConfig):
     min_reduction: int = 0  # keep Conv/MatMul/Gemm with fewer multiply-adds per output in FP32 (0: off)
     optimize: str = "auto"
     preprocess: bool = True
-    residual_sum: bool = True
+    residual_sum: bool | None = None
     keep_io_fp32: bool = True
     fp16_overflow: str = "error"  # or keep_fp32: run the layers around overflowing tensors in FP32
     accuracy_tolerance: float | None = None
     accuracy_metric: str = "accuracy"
     accuracy_samples: int = 1000
     max_excluded: int = 8
-    check_samples: int = 64
+    check_samples: int = 64  # fp16 mode: samples scanned for activations above float16's range
+    guard: bool = True  # measure the quantized model against FP32 with the host's kernels; exit 1 on collapse
+    min_agreement: float = 0.98  # guard floor: top-1 agreement with FP32 on all the evaluation data
     exporter: str = "auto"
     torch_engine: str = "x86"
     explain: bool = False  # modelpress.diagnose: explain the result against the FP32 model (metadata["explain"])
@@ -84,13 +98,20 @@ class QuantizeConfig(StageConfig):
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v.strip()]
             object.__setattr__(self, key, tuple(str(v).strip() for v in value or ()))
+        if self.target not in TARGET_NAMES:
+            raise InputError(f"unknown target {self.target!r}", hint=f"use one of {', '.join(TARGET_NAMES)}")
         choices = {"mode": MODES, "engine": ENGINES, "calibrate": CALIBRATORS, "quant_format": FORMATS,
                    "optimize": OPTIMIZE, "accuracy_metric": METRICS, "exporter": EXPORTERS,
-                   "weight_type": ("int8", "uint8"), "activation_type": ("uint8", "int8"),
+                   "weight_type": ("int8", "uint8", None), "activation_type": ("uint8", "int8", None),
                    "fp16_overflow": ("error", "keep_fp32"), "sensitivity": ("leave_one_out", "layer_error")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise InputError(f"quantize.{key} = {getattr(self, key)!r} is not allowed; use one of {allowed}")
+                shown = tuple(a for a in allowed if a is not None)
+                raise InputError(f"quantize.{key} = {getattr(self, key)!r} is not allowed; use one of {shown}")
+        agreement = self.min_agreement
+        if isinstance(agreement, bool) or not isinstance(agreement, (int, float)) or not 0 <= agreement <= 1:
+            raise InputError(f"quantize.min_agreement must be in [0, 1] (top-1 agreement with FP32), "
+                             f"got {agreement!r}")
         if self.engine == "torch" and self.mode != "dynamic":
             raise InputError(f"quantize.engine torch supports mode dynamic only, got mode {self.mode!r}",
                              hint="use --engine onnxruntime for static and fp16")
@@ -109,16 +130,37 @@ class QuantizeConfig(StageConfig):
             raise InputError(f"quantize.accuracy_tolerance must be in [0, 1) (relative drop), got {tol!r}")
 
 
-def default_op_types(config: QuantizeConfig) -> tuple[str, ...]:
+#: Fields whose ``None`` means "take it from the target's row of :data:`.quantize_targets.DEFAULTS`".
+TARGET_FIELDS = ("activation_type", "weight_type", "reduce_range", "per_channel", "residual_sum")
+
+
+def resolve_defaults(config: QuantizeConfig, target: Target | None = None) -> tuple[QuantizeConfig, list[str]]:
+    """``config`` with every unset target-dependent field filled from ``target``'s defaults (the host's when
+    None), and the names of the fields so filled. The result is validated again (``replace`` runs
+    ``__post_init__``), so a filled default can never make an invalid combination pass unseen."""
+    target = target or resolve_target(config.target)
+    row = defaults_for(target)
+    filled = [k for k in TARGET_FIELDS if getattr(config, k) is None]
+    effective = replace(config, **{k: getattr(row, k) for k in filled})
+    if not config.op_types:
+        filled.append("op_types")
+    return effective, filled
+
+
+def default_op_types(config: QuantizeConfig, row: TargetDefaults | None = None) -> tuple[str, ...]:
     if config.op_types:
         return config.op_types
-    return {"dynamic": qo.DYNAMIC_OPS, "static": qo.STATIC_OPS, "fp16": qo.COMPUTE_OPS}[config.mode]
+    row = row or defaults_for(resolve_target(config.target))
+    return {"dynamic": row.dynamic_ops, "static": row.static_ops, "fp16": qo.COMPUTE_OPS}[config.mode]
 
 
 @register_stage(QuantizeConfig)
 def run_quantize(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext) -> ModelArtifact:
     if config.engine == "torch":
         result = run_torch_dynamic(artifact, engine=config.torch_engine, notes=ctx.notes)
+        target, host = resolve_target(config.target), detect_host()
+        record = {**result.metadata["quantization"], "target": target_record(config, target, host, [])}
+        result = result.evolve(metadata={**result.metadata, "quantization": record})
         return _explain_hook(result, artifact, config, ctx) if config.explain else result
     if artifact.format not in ("torch", "onnx"):
         raise InputError(f"cannot quantize a {artifact.format} artifact", hint="quantize the ONNX model instead")
@@ -132,16 +174,30 @@ def run_quantize(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCont
         return _quantize_onnx(artifact, config, ctx, Path(tmp_name))
 
 
+def target_record(config: QuantizeConfig, target: Target, host: Target, filled: list[str]) -> dict[str, Any]:
+    """What ``manifest.json`` says about the CPU the model was built for and the one it was built on."""
+    return {"name": target.name, "requested": config.target, "description": target.description,
+            "u8s8_accumulation": target.u8s8_accumulation, "host": host.name,
+            "host_kernels_match": target.kernels_match(host), "defaults_from_target": filled}
+
+
 def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext, tmp: Path) -> ModelArtifact:
     notes = ctx.notes
-    meta: dict[str, Any] = {"mode": config.mode, "engine": "onnxruntime", "per_channel": config.per_channel}
+    target, host = resolve_target(config.target), detect_host()
+    config, filled = resolve_defaults(config, target)
+    meta: dict[str, Any] = {"mode": config.mode, "engine": "onnxruntime", "per_channel": config.per_channel,
+                            "target": target_record(config, target, host, filled)}
+    if config.mode != "fp16":
+        notes.append(f"target {target.name}" + (" (the host)" if config.target == "auto" else f" (host {host.name})")
+                     + f": {defaults_for(target).why}; reduce_range {config.reduce_range}, "
+                     f"{config.activation_type}/{config.weight_type}")
     fp32 = _fp32_onnx(artifact, config, ctx, tmp, meta)
     calibration = _calibration_data(artifact, config, ctx) if config.mode == "static" else None
     if config.mode != "static" and config.calibration:
         notes.append(f"--calibration ignored: mode {config.mode} needs no calibration")
     prepared = _prepare(fp32, config, tmp, notes, meta, _attention_shape(artifact))
     model = qo.load(prepared)
-    op_types = default_op_types(config)
+    op_types = default_op_types(config, defaults_for(target))
     qo.check_names(model, config.exclude_nodes, "exclude_nodes")
     everything = qo.candidates(model, qo.COMPUTE_OPS)
     chosen = qo.candidates(model, op_types)
@@ -173,9 +229,9 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     if unhandled and config.mode != "fp16":
         notes.append(f"onnxruntime's {config.mode} quantizer left these in FP32 (no int8 support for them): "
                      + ", ".join(f"{k} ×{v}" for k, v in sorted(unhandled.items())))
+    check = _guard(fp32, result_path, artifact, config, ctx, target, host)
     final = ctx.work_dir / "model.onnx"
     os.replace(result_path, final)
-    check = _check_outputs(fp32, final, artifact, config, ctx)
     before, after = qo.file_size(fp32), qo.file_size(final)
     meta.update(
         op_types=list(op_types), quantized_op_counts=counts["quantized"], float_op_counts=counts["float"],
@@ -382,18 +438,29 @@ def _calibration_data(artifact: ModelArtifact, config: QuantizeConfig, ctx: Stag
     return data
 
 
-def _check_outputs(fp32: Path, final: Path, artifact: ModelArtifact, config: QuantizeConfig,
-                   ctx: StageContext) -> dict[str, Any] | None:
-    """Run both models on a few samples: inf/NaN (FP16 overflow) is an error; fidelity numbers go to metadata."""
-    from ..evaluate.metrics import fidelity
+def can_saturate(config: QuantizeConfig) -> bool:
+    """Whether a u8×s8 pair of this model can exceed int16 on a saturating target: 8-bit int8 weights only
+    (7-bit weights, in [-64, 64]: 2 × 255 × 64 = 32640 < 32767; U8U8 and FP16 run other, exact kernels)."""
+    return config.mode != "fp16" and config.weight_type == "int8" and not config.reduce_range
+
+
+def _guard(fp32: Path, quantized: Path, artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext,
+           target: Target, host: Target) -> dict[str, Any] | None:
+    """Measure the quantized model against FP32 on all the evaluation data (batched) and refuse a collapse.
+
+    The quantized side runs with the host's real onnxruntime kernels. When they compute other integers than the
+    target's (a saturating target with 8-bit weights on an exact host, or the reverse) the target's outputs are
+    predicted with :func:`modelpress.runtime.emulate.emulate_outputs` and the guard judges those; when that is not
+    possible the record says the guard measured the host's kernels only. Inf/NaN outputs are always an error.
+    """
+    from ..evaluate.metrics import classification_metrics, fidelity
 
     data = ctx.eval or ctx.calibration or ctx.train
     if data is None:
-        ctx.notes.append("quantized outputs were not checked (no data given)")
+        ctx.notes.append("quantized outputs were not checked (no data given): the guard needs --data")
         return None
-    data = data.subset(slice(0, min(len(data), config.check_samples)))
     reference = qo.run_outputs(fp32, data, threads=ctx.threads)
-    got = qo.run_outputs(final, data, threads=ctx.threads)
+    got = qo.run_outputs(quantized, data, threads=ctx.threads)
     bad = ~np.isfinite(got)
     if bad.any():
         rows = int(bad.reshape(len(got), -1).any(axis=1).sum())
@@ -401,9 +468,80 @@ def _check_outputs(fp32: Path, final: Path, artifact: ModelArtifact, config: Qua
         raise GateFailed(f"{what}: the {config.mode} model output {int(bad.sum())} inf/NaN values in {rows} of "
                          f"{len(got)} samples (FP32 had {int((~np.isfinite(reference)).sum())})",
                          hint="keep the overflowing layers in FP32 with --exclude-nodes, or use --mode dynamic")
-    fid = fidelity(reference, got, n_classes=artifact.n_classes) if reference.shape == got.shape else {}
-    return {"n_samples": len(data), "non_finite": 0, **{k: fid[k] for k in ("top1_agreement", "max_abs_diff",
-                                                                              "mean_abs_diff", "mean_kl") if k in fid}}
+    record: dict[str, Any] = {"n_samples": len(data), "non_finite": 0, "kernels": f"onnxruntime on {host.name}",
+                              "guard": config.guard, "min_agreement": config.min_agreement}
+    judged, judged_on = got, host.name
+    if not target.kernels_match(host) and can_saturate(config):
+        emulated = _emulate(quantized, data, target, ctx)
+        if emulated is not None:
+            judged, judged_on = emulated, f"{target.name} (emulated)"
+            record["kernels"] += f"; judged on {target.name}'s integer arithmetic, emulated"
+        else:
+            record["kernels"] += f" only: {target.name}'s kernels were neither run nor emulated"
+            ctx.notes.append(f"guard measured the host's kernels ({host.name}) only; on {target.name} this model's "
+                             "8-bit weights may give other outputs")
+    elif not target.kernels_match(host):
+        record["kernels"] += f" (computes the same integers as {target.name}: no u8×s8 pair can saturate)"
+    n_classes = artifact.n_classes
+    width = reference.shape[1] if reference.ndim == 2 else 1
+    if n_classes and reference.shape == got.shape and width in (n_classes, 1):
+        for name, values in (("", got), ("judged_", judged)):
+            fid = fidelity(reference, values, n_classes=n_classes)
+            record.update({f"{name}{k}": fid[k] for k in ("top1_agreement", "max_abs_diff", "mean_abs_diff",
+                                                           "mean_kl") if not name or k == "top1_agreement"})
+        if data.y is not None:
+            metric = config.accuracy_metric
+            ref_score = float(classification_metrics(data.y, reference, n_classes=n_classes)[metric])
+            score = float(classification_metrics(data.y, judged, n_classes=n_classes)[metric])
+            record.update(metric=metric, fp32_metric=ref_score, metric_value=score,
+                          relative_drop=relative_drop(ref_score, score))
+    else:  # not a classifier's logits (embeddings, regression): cosine per sample is the fidelity
+        a, b = reference.reshape(len(reference), -1), judged.reshape(len(judged), -1)
+        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        record.update(min_cosine=float(cos.min()), mean_cosine=float(cos.mean()),
+                      max_abs_diff=float(np.abs(reference - got).max()))
+    record["judged_on"] = judged_on
+    failures = []
+    agreement = record.get("judged_top1_agreement")
+    if agreement is not None and agreement < config.min_agreement:
+        failures.append(f"top-1 agreement with FP32 {agreement:.4f} < {config.min_agreement:g}")
+    tol = config.accuracy_tolerance
+    if tol is not None and record.get("relative_drop") is not None and record["relative_drop"] > tol + 1e-12:
+        failures.append(f"{record['metric']} {record['metric_value']:.4f} vs FP32 {record['fp32_metric']:.4f} "
+                        f"(relative drop {record['relative_drop']:.4f} > {tol:g})")
+    record["passed"] = not failures
+    if not failures:
+        return record
+    where = (f"on {len(data)} samples of {data.source}, {config.mode} INT8 for {target.name}, measured on "
+             f"{judged_on}")
+    if not config.guard:
+        ctx.notes.append(f"guard off (--no-guard): {'; '.join(failures)} {where}")
+        return record
+    if target.saturates and can_saturate(config):
+        hint = saturation_fix(target)
+    elif host.saturates and not target.kernels_match(host) and config.weight_type == "int8":
+        hint = (f"this host ({host.name}) saturates u8×s8 pairs and {target.name} does not; check on a "
+                f"{target.name} CPU, or build for this host with --target auto")
+    else:
+        hint = ("keep the most sensitive layers in FP32 (--accuracy-tolerance), try --calibrate entropy or "
+                "percentile, or --mode dynamic; --no-guard writes it anyway")
+    raise GateFailed(f"quantized model refused: {'; '.join(failures)} {where}", hint=hint)
+
+
+def _emulate(quantized: Path, data: Dataset, target: Target, ctx: StageContext) -> np.ndarray | None:
+    """The quantized model's first output on ``data`` as ``target``'s integer kernels compute it, or None (noted)
+    when the emulator cannot run this graph."""
+    try:
+        from ..runtime.emulate import emulate_outputs
+    except ImportError:
+        return None
+    model = qo.load(quantized)
+    try:
+        out, _ = emulate_outputs(model, target, qo.feeds(model, data, batch_size=64))
+    except (InputError, NotImplementedError, KeyError, ValueError) as exc:
+        ctx.notes.append(f"emulating {target.name}'s kernels failed on this graph ({type(exc).__name__}: {exc})")
+        return None
+    return np.asarray(out, dtype=np.float64).reshape(len(data), -1)
 
 
 def _summary(meta: dict[str, Any]) -> str:
@@ -412,8 +550,9 @@ def _summary(meta: dict[str, Any]) -> str:
     how = meta["mode"] + (f" ({meta['calibrator']}, {meta['quant_format']})" if meta.get("calibrator") else "")
     check = meta.get("check") or {}
     tail = (f"; top-1 agreement {check['top1_agreement']:.4f}, max |Δlogit| {check['max_abs_diff']:.3g} on "
-            f"{check['n_samples']} samples") if "top1_agreement" in check else ""
+            f"{check['n_samples']} samples ({check['kernels']})") if "top1_agreement" in check else ""
     channel = f", per-channel {meta['per_channel']}" if meta["mode"] != "fp16" else ""
-    return (f"quantized {how}{channel}: {counts}; {kept} node(s) kept FP32 by choice; "
+    target = meta["target"]["name"] if meta["mode"] != "fp16" else "any"
+    return (f"quantized {how}{channel} for {target}: {counts}; {kept} node(s) kept FP32 by choice; "
             f"size {meta['size_bytes_before'] / 1e6:.2f} MB → {meta['size_bytes_after'] / 1e6:.2f} MB "
             f"(×{meta['size_ratio']:.3f}){tail}")

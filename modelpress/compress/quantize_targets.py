@@ -1,0 +1,85 @@
+"""The quantization defaults of each CPU target, in one table (README "Quantization" shows it with its evidence).
+
+Every INT8 default that depends on how the target's integer kernels add up products lives here and nowhere else:
+the activation / weight types (U8S8, U8U8, S8S8), ``reduce_range`` (7-bit weights), per-channel weight scales,
+the op types quantized per mode and the residual ``Sum`` rewrite. A user setting always wins over the table; what
+was taken from the table is recorded in ``manifest.json`` (``quantization.defaults_from``).
+
+Why the rows differ (onnxruntime's "Quantize ONNX models" guide, and the measurements in
+``benchmarks/quantize.py``):
+
+* **x86-vnni** (AVX-512 VNNI, AVX-VNNI, AMX): U8S8 with full 8-bit weights. ``vpdpbusd`` sums four u8×s8
+  products straight into int32, so nothing saturates. Demo CNN on a Xeon (Sapphire Rapids, AVX-512 VNNI + AMX):
+  static INT8 97.56 % vs FP32 99.11 % with 8-bit weights.
+* **x86-avx2**, **x86-avx512** (no VNNI): U8S8 with ``reduce_range`` = 7-bit weights. MLAS uses ``vpmaddubsw``
+  there, which adds each pair of u8×s8 products into int16 with saturation: 2 × 255 × 127 = 64770 > 32767.
+  With 7-bit weights (onnxruntime writes them in [-64, 64]) the largest pair is 2 × 255 × 64 = 32640 and cannot
+  saturate. onnxruntime's guide
+  recommends exactly this for x86 without VNNI. On an AVX2 CPU (qemu ``-cpu max``: AVX2 + FMA, no AVX-512 / VNNI)
+  the demo CNN's static INT8 went from top-1 agreement 0.871 with 8-bit weights to ≥ 0.98 with 7-bit weights
+  (``benchmarks/quantize.py --saturation``). U8U8 also avoids saturation but has no fast kernel there
+  (issue 19 measured a CNN at 0.2× FP32 speed); it stays an explicit choice (``--weight-type uint8``).
+  x86-avx512 without VNNI uses the same ``vpmaddubsw`` kernels (AVX512BW); it is not measured on such a CPU here.
+* **arm64**: U8S8 with 8-bit weights. MLAS's Arm kernels widen to 16 bits with exact products (``umull``/``sdot``
+  /``udot``) and accumulate in int32: no saturation. Not measured on an Arm CPU here (none was available).
+
+Per-channel weights, the op sets and the residual ``Sum`` rewrite are the same on every row: they change speed
+or rounding, not how the kernels accumulate (measured on the Xeon above; README "Quantization").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..runtime.target import TARGETS, Target
+
+#: Ops quantized per mode when the user names none (``--op-types``). Dynamic: no Conv, since ConvInteger has no
+#: fast CPU kernel (CNNs take static mode); static: compute ops plus the data-movement ops around them so that
+#: the QDQ pairs between them fold away.
+DYNAMIC_OPS = ("MatMul", "Gather", "Attention", "LSTM", "EmbedLayerNormalization")
+STATIC_OPS = ("Conv", "MatMul", "Gemm", "Gather", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip",
+              "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Pad", "Resize", "Slice")
+
+
+@dataclass(frozen=True)
+class TargetDefaults:
+    """The INT8 defaults for one target (see the module docstring for the evidence behind each row)."""
+
+    activation_type: str  # static mode: uint8 (U8S8/U8U8) or int8 (S8S8)
+    weight_type: str  # int8 (U8S8, S8S8) or uint8 (U8U8)
+    reduce_range: bool  # 7-bit weights: no u8×s8 pair can saturate int16
+    per_channel: bool
+    residual_sum: bool
+    dynamic_ops: tuple[str, ...]
+    static_ops: tuple[str, ...]
+    why: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+_EXACT = dict(activation_type="uint8", weight_type="int8", reduce_range=False, per_channel=True, residual_sum=True,
+              dynamic_ops=DYNAMIC_OPS, static_ops=STATIC_OPS)
+_SATURATING = {**_EXACT, "reduce_range": True}
+
+#: target name → defaults. The one table; README "Quantization" renders it.
+DEFAULTS: dict[str, TargetDefaults] = {
+    "x86-vnni": TargetDefaults(**_EXACT, why="VNNI sums u8×s8 products in int32: 8-bit weights are exact"),
+    "x86-avx2": TargetDefaults(**_SATURATING, why="no VNNI: u8×s8 pairs saturate int16 unless weights are 7-bit"),
+    "x86-avx512": TargetDefaults(**_SATURATING, why="AVX-512 without VNNI: same saturating vpmaddubsw as AVX2"),
+    "arm64": TargetDefaults(**_EXACT, why="Arm kernels widen products exactly and accumulate in int32"),
+}
+if set(DEFAULTS) != set(TARGETS):  # pragma: no cover - a new target must get a row here
+    raise RuntimeError(f"quantization defaults cover {sorted(DEFAULTS)}, targets are {sorted(TARGETS)}")
+
+
+def defaults_for(target: Target) -> TargetDefaults:
+    """The defaults row of ``target``."""
+    return DEFAULTS[target.name]
+
+
+def saturation_fix(target: Target) -> str:
+    """The one-line fix to name when a model built with 8-bit U8S8 weights collapses on ``target``."""
+    return (f"{target.name} adds u8×s8 products in pairs into int16 with saturation: use --reduce-range (7-bit "
+            "weights, the default for this target) or --weight-type uint8 (U8U8, exact but slower)")
