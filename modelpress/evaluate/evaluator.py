@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import progress
+from ..runtime.emulate import host_mismatch_note
 from ..artifacts import ModelArtifact, check_inputs
 from ..data import Dataset
 from ..errors import InputError, ModelpressError
@@ -156,6 +157,7 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
     probs, score_kind = to_probabilities(logits, n_classes=artifact.n_classes)
     if score_kind != "softmax(logits)":
         notes.append(f"scores are {score_kind}")
+    notes += [n for n in [host_mismatch_note(artifact, data, logits)] if n]  # INT8 built for other kernels
     metrics = classification_metrics(data.y, logits, n_classes=artifact.n_classes,
                                      class_names=list(artifact.class_names or data.class_names))
     fid = None

@@ -435,3 +435,35 @@ def emulate_outputs(model: Any, target: Target, batches: Any, *, integer_outputs
     first = emulator.graph.output[0].name
     rows = [emulator.run(feed)[first] for feed in batches]
     return np.concatenate(rows), emulator
+
+
+def host_mismatch_note(artifact: Any, data: Any, logits: np.ndarray, *, max_samples: int = 256) -> str | None:
+    """One line when an INT8 model built for one target is evaluated on a host whose kernels differ, with how
+    much the outputs change: the target's emulated outputs against the host's ``logits`` on the first
+    ``max_samples`` samples of ``data``. ``None`` when the manifest names no target or the kernels match."""
+    from .target import TARGETS, detect_host
+
+    record = (getattr(artifact, "metadata", None) or {}).get("quantization") or {}
+    name = (record.get("target") or {}).get("name") if isinstance(record.get("target"), dict) else None
+    if artifact.format != "onnx" or name not in TARGETS:
+        return None
+    target, host = TARGETS[name], detect_host()
+    if target.kernels_match(host):
+        return None
+    line = (f"built for {target.name} ({target.u8s8_accumulation}) but measured on {host.name} "
+            f"({host.u8s8_accumulation}): the INT8 kernels differ")
+    try:
+        subset = data.subset(slice(0, min(len(data), max_samples)))
+        model_inputs = [s.name for s in artifact.inputs]
+        feeds = []
+        for batch, _ in subset.batches(64):
+            feeds.append({model_inputs[0]: next(iter(batch.values()))} if len(model_inputs) == 1 == len(batch)
+                         else {n: batch[n] for n in model_inputs})
+        predicted, _ = emulate_outputs(Path(artifact.path), target, feeds)
+    except InputError as exc:
+        return f"{line}; outputs on {target.name} not emulated ({exc.message})"
+    here = np.asarray(logits[: len(predicted)], np.float64).reshape(len(predicted), -1)
+    there = np.asarray(predicted, np.float64).reshape(len(predicted), -1)
+    agree = float(np.mean(here.argmax(1) == there.argmax(1)))
+    return (f"{line}; on {target.name} (emulated, {len(predicted)} samples) top-1 agreement with these outputs "
+            f"{agree:.3f}, max |Δ| {float(np.abs(here - there).max()):.3g}")

@@ -202,3 +202,28 @@ def test_ort_integer_kernels_are_mapped_back_to_the_layers(quantized) -> None:
                                                             "fc": "requantize"}
     # with no integer kernels reported, every layer runs as the Q/DQ arithmetic of the graph (float)
     assert Emulator(model, VNNI, integer_outputs=set()).plans == {}
+
+
+def _artifact(path: Path, target: str | None):
+    from modelpress.artifacts import InputSpec, ModelArtifact
+
+    meta = {"quantization": {"mode": "static", **({"target": {"name": target}} if target else {})}}
+    return ModelArtifact(format="onnx", inputs=(InputSpec("x", (None, 1, 8, 8), "float32"),), n_classes=10,
+                         source=str(path), path=path, metadata=meta)
+
+
+def test_evaluating_on_a_host_with_other_kernels_says_so_with_numbers(quantized, monkeypatch) -> None:
+    from modelpress.data import Dataset
+    from modelpress.runtime.emulate import host_mismatch_note
+
+    qpath, _, feed = quantized["cnn"]
+    data = Dataset({"x": feed}, np.zeros(len(feed), np.int64), tuple(str(i) for i in range(10)), "digits")
+    monkeypatch.setenv("MODELPRESS_HOST_TARGET", "x86-avx2")  # both branches on any CPU
+    logits = _real(qpath, feed)
+    note = host_mismatch_note(_artifact(qpath, "x86-vnni"), data, logits)
+    assert note is not None and note.startswith("built for x86-vnni (int32-exact) but measured on x86-avx2")
+    assert f"emulated, {len(feed)} samples) top-1 agreement" in note and "max |Δ|" in note
+    assert host_mismatch_note(_artifact(qpath, "x86-avx512"), data, logits) is None  # same accumulation
+    assert host_mismatch_note(_artifact(qpath, None), data, logits) is None  # no target in the manifest: silent
+    monkeypatch.setenv("MODELPRESS_HOST_TARGET", "x86-vnni")
+    assert host_mismatch_note(_artifact(qpath, "arm64"), data, logits).startswith("built for arm64")
