@@ -519,9 +519,10 @@ def _manifest_inputs(value: Any, where: str) -> tuple[InputSpec, ...]:
                 raise InputError(f"{where}: inputs[{i}].shape[{j}] must be an integer ≥ 1 or null, got {d!r}")
         dtype = item.get("dtype", "float32")
         try:
-            np.dtype(str(dtype))
-        except TypeError:
-            raise InputError(f"{where}: inputs[{i}].dtype {dtype!r} is not a numpy dtype") from None
+            if not isinstance(dtype, str) or np.dtype(dtype).kind not in "biuf":
+                raise TypeError(dtype)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: inputs[{i}].dtype {dtype!r} is not a numeric numpy dtype") from None
         specs.append(InputSpec(item["name"], tuple(item["shape"]), str(dtype)))
     return tuple(specs)
 

@@ -101,6 +101,18 @@ def test_onnx_loader(tmp_path, blob):
     assert artifact is None or artifact.format == "onnx"
 
 
+@pytest.mark.parametrize("name, seed, load", [
+    ("f.npz", _valid_npz, lambda p: load_data(str(p), split="all")),
+    ("w.safetensors", _valid_safetensors, read_state_dict),
+    ("w.pt", _valid_pt, read_state_dict),
+    ("m.onnx", _valid_onnx, lambda p: load_model(str(p))),
+], ids=["npz", "safetensors", "pt", "onnx"])
+def test_unmutated_seeds_load(tmp_path, name, seed, load):
+    """The fuzz tests above pass when a file is refused; this pins that the valid seeds they mutate do load (a
+    loader that refused everything would otherwise pass them all)."""
+    assert _load_or_refuse(tmp_path / name, seed(), load) is not None
+
+
 def test_zip_bomb_like_npz_member_is_not_pickle(tmp_path):
     """An npz whose member claims to be an object array is refused without unpickling."""
     path = tmp_path / "obj.npz"
