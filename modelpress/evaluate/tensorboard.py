@@ -19,23 +19,16 @@ a stage's folder are removed first, so a rerun replaces the stage's curves inste
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, InputError
+from ..metric_schema import finite_number as _number, scalars
 
 __all__ = ["require_tensorboard", "stage_scalars", "write_tensorboard"]
 
-_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
-            "roc_auc")
-_FIDELITY = ("top1_agreement", "max_abs_diff", "mean_kl")
-_LATENCY = ("median_ms", "p99_ms", "throughput_per_s")
-_SIZE = ("size_bytes", "params", "nonzero_params", "sparsity", "macs")
-_KNN = ("accuracy", "reference_cosine_mean", "reference_cosine_min")
 _COST = ("stage_wall_s", "train_wall_s", "epochs", "calibration_wall_s", "peak_rss_bytes")
 _CURVES = {"loss": "train/loss", "val_loss": "train/val_loss", "val_accuracy": "train/val_accuracy"}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -50,34 +43,35 @@ def require_tensorboard() -> None:
                                  hint="pip install tensorboard (or modelpress[dev])") from None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _tag(text: Any) -> str:
     return _SAFE.sub("_", str(text)).strip("_") or "_"
 
 
 def stage_scalars(stage: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
-    """``(tag, value)`` of every finite number a stage's report entry holds that TensorBoard should show."""
-    sections = ((stage.get("metrics"), _METRICS, "metrics"), (stage.get("fidelity"), _FIDELITY, "fidelity"),
-                (stage.get("footprint"), _SIZE, "size"), (stage.get("knn"), _KNN, "knn"),
-                (stage.get("cost"), _COST, "cost"))
-    for section, keys, prefix in sections:
-        if isinstance(section, Mapping):
-            for key in keys:
-                value = _number(section.get(key))
-                if value is not None:
-                    yield f"{prefix}/{key}", value
+    """``(tag, value)`` of every finite number a stage's report entry holds that TensorBoard should show.
+
+    The declared metrics with ``tensorboard=True`` (:mod:`modelpress.metric_schema`) in declaration order, latency
+    ones per backend and batch size; then the cost, memory and robustness measurements.
+    """
+    declared = scalars()
+    for m in declared:
+        block = stage.get(m.section)
+        if m.section != "latency" and isinstance(block, Mapping):
+            value = _number(block.get(m.key))
+            if value is not None:
+                yield m.tag, value
+    cost = stage.get("cost")
+    if isinstance(cost, Mapping):
+        for key in _COST:
+            value = _number(cost.get(key))
+            if value is not None:
+                yield f"cost/{key}", value
     for row in stage.get("latency") or []:
         if isinstance(row, Mapping):
-            for key in _LATENCY:
-                value = _number(row.get(key))
+            for m in declared:
+                value = _number(row.get(m.key)) if m.section == "latency" else None
                 if value is not None:
-                    yield f"latency/{_tag(row.get('backend'))}_b{_tag(row.get('batch_size'))}/{key}", value
+                    yield f"latency/{_tag(row.get('backend'))}_b{_tag(row.get('batch_size'))}/{m.key}", value
     memory = stage.get("memory")
     if isinstance(memory, Mapping):
         if _number(memory.get("weight_bytes")) is not None:

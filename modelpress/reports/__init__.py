@@ -1,14 +1,14 @@
-"""Reports: the report.json schema, Markdown rendering and the report folder writer.
+"""Reports: the report.json schema, Markdown rendering (``markdown``) and the report folder (``storage``).
 
 ``reports`` reads results; it never runs models.
 """
 
 from __future__ import annotations
 
-from .compare import Comparison, GateConfig, GateResult, Threshold, compare_reports, compare_runs, load_predictions
+from .compare import Comparison, GateConfig, GateResult, Threshold, compare_reports, compare_runs
 from .compare_md import render_comparison_markdown, write_comparison_markdown
 from .junit import junit_xml, write_junit
-from .render import MARKDOWN_FILENAME, PREDICTIONS_FILENAME, md_escape, render_markdown, write_report
+from .markdown import md_escape, render_markdown
 from .schema import (
     REPORT_FILENAME,
     SCHEMA_VERSION,
@@ -17,6 +17,7 @@ from .schema import (
     run_info,
     validate_report,
 )
+from .storage import MARKDOWN_FILENAME, PREDICTIONS_FILENAME, load_predictions, write_report
 
 __all__ = [
     "Comparison",

@@ -14,7 +14,6 @@ import math
 import numbers
 import os
 import time
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ import numpy as np
 from ..errors import GateFailed, InputError
 from ..io import _json_safe
 from .gates import GATE_KEYS, GateConfig, GateResult, PairedPredictions, Threshold, judge_gates
-from .render import PREDICTIONS_FILENAME
+from ..metric_schema import compared
+from .storage import PREDICTIONS_FILENAME, load_predictions
 from .schema import REPORT_FILENAME, load_report, validate_report
 
 __all__ = [
@@ -43,13 +43,6 @@ __all__ = [
 
 #: Run fields that must match for latencies to be comparable (they change which kernels run, or how many at once).
 LATENCY_RUN_KEYS = ("cpu", "cpu_flags", "threads", "torch", "onnxruntime")
-#: Rows of the comparison table: (section, key, kind). Kinds: "fraction" (delta in points), "count", "bytes", "value".
-_METRIC_ROWS = [("metrics", k, "fraction") for k in (
-    "accuracy", "balanced_accuracy", "precision_macro", "precision_weighted", "recall_macro", "recall_weighted",
-    "f1_macro", "f1_weighted", "roc_auc")] + [
-    ("fidelity", "top1_agreement", "fraction"), ("fidelity", "max_abs_diff", "value"),
-    ("fidelity", "mean_kl", "value"), ("footprint", "size_bytes", "bytes"), ("footprint", "params", "count"),
-    ("footprint", "nonzero_params", "count"), ("footprint", "sparsity", "fraction"), ("footprint", "macs", "count")]
 
 
 @dataclass
@@ -111,23 +104,6 @@ class Comparison:
 
 
 # ------------------------------------------------------------------------------------------------- loading
-
-
-def load_predictions(report_path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
-    """The predictions.npz beside a report (``report_path`` is the report.json or its folder); None if absent.
-
-    Loaded with ``allow_pickle=False``: a predictions file from elsewhere is data, never code.
-    """
-    given = Path(report_path)
-    folder = given if given.is_dir() else given.parent
-    path = folder / PREDICTIONS_FILENAME
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path} is truncated or corrupt ({' '.join(str(exc).split())})") from None
 
 
 def compare_runs(baseline: str | os.PathLike[str], candidate: str | os.PathLike[str], *,
@@ -309,8 +285,13 @@ def _stage_arrays(predictions: Mapping[str, np.ndarray] | None, stage: str, n: i
 
 
 def _table_rows(base: dict[str, Any], cand: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metric table: every declared ``compare`` metric either side has (see :mod:`modelpress.metric_schema`),
+    then the optional measurements. A row's ``kind`` is the metric's unit (it decides how a change reads)."""
     rows = []
-    for section, key, kind in _METRIC_ROWS:
+    for m in compared():
+        if m.section == "knn":  # a row of the optional measurements below, keyed knn_<key>
+            continue
+        section, key, kind = m.section, m.key, m.unit
         b_val, c_val = (base.get(section) or {}).get(key), (cand.get(section) or {}).get(key)
         if section == "footprint" and key == "size_bytes":
             b_val = b_val if _is_number(b_val) else (base.get("artifact") or {}).get("size_bytes")
@@ -338,9 +319,9 @@ def _measurement_values(base: dict[str, Any], cand: dict[str, Any]) -> list[tupl
     def flat(stage: dict[str, Any]) -> dict[tuple[str, str], tuple[str, Any]]:
         out: dict[tuple[str, str], tuple[str, Any]] = {}
         knn = stage.get("knn") if isinstance(stage.get("knn"), dict) else {}
-        for key in ("accuracy", "reference_cosine_mean"):
-            if key in knn:
-                out[("knn", f"knn_{key}")] = ("fraction" if key == "accuracy" else "value", knn[key])
+        for m in compared():
+            if m.section == "knn" and m.key in knn:
+                out[("knn", f"knn_{m.key}")] = (m.unit, knn[m.key])
         robust = stage.get("robustness") if isinstance(stage.get("robustness"), dict) else {}
         for row in robust.get("levels") if isinstance(robust.get("levels"), list) else []:
             if isinstance(row, dict) and _is_number(row.get("level")):

@@ -1,8 +1,9 @@
 """Render a :class:`~modelpress.reports.compare.Comparison` as Markdown, for a PR comment or ``$GITHUB_STEP_SUMMARY``.
 
 The verdict comes first (what a reviewer needs), then the gates with their evidence, then every metric, latency row
-and size side by side. Reports may come from elsewhere, so every string from them goes through
-:func:`~modelpress.reports.render.md_escape` and cannot add a table column or reach the viewer as HTML.
+and size side by side. Metric labels, formats and how a change reads are the declarations of
+:mod:`modelpress.metric_schema`. Reports may come from elsewhere, so every string from them goes through
+:func:`~modelpress.reports.markdown.md_escape` and cannot add a table column or reach the viewer as HTML.
 """
 
 from __future__ import annotations
@@ -12,17 +13,11 @@ from typing import Any
 
 from ..io import write_text
 from .compare import Comparison, GateResult
-from .render import NONE, _bytes, _int, _ms, _num, _pct, _sig, _table, _text, md_escape
+from ..metric_schema import find, format_delta, format_value
+from .markdown import NONE, _bytes, _int, _ms, _num, _pct, _sig, _table, _text, md_escape
 
 __all__ = ["render_comparison_markdown", "write_comparison_markdown"]
 
-_LABELS = {
-    "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "precision_macro": "precision macro",
-    "precision_weighted": "precision weighted", "recall_macro": "recall macro", "recall_weighted": "recall weighted",
-    "f1_macro": "F1 macro", "f1_weighted": "F1 weighted", "roc_auc": "ROC-AUC", "top1_agreement": "top-1 agreement",
-    "max_abs_diff": "max abs diff", "mean_kl": "mean KL", "size_bytes": "size", "params": "params",
-    "nonzero_params": "non-zero params", "sparsity": "sparsity", "macs": "MACs",
-}
 _RESULT = {"passed": "pass", "failed": "**FAIL**", "skipped": "skipped"}
 
 
@@ -56,8 +51,8 @@ def render_comparison_markdown(comparison: Comparison) -> str:
                   f"{_int(p['both_wrong'])}; top-1 agreement {_pct(p['top1_agreement'])}; exact McNemar p = "
                   f"{_sig(p['p_value'])}.", ""]
     if c.rows:
-        rows = [[md_escape(_LABELS.get(r["key"], r["key"])), _cell(r["baseline"], r["kind"]),
-                 _cell(r["candidate"], r["kind"]), _change(r)] for r in c.rows]
+        rows = [[md_escape(_label(r)), _cell(r["baseline"], r["kind"]), _cell(r["candidate"], r["kind"]),
+                 format_delta(r["kind"], r["baseline"], r["candidate"])] for r in c.rows]
         lines += ["## Metrics", "", *_table(["metric", "baseline", "candidate", "change"], rows), ""]
     if c.latency_rows:
         by_name = {g.name: g for g in c.gates}
@@ -128,27 +123,14 @@ def _ci(g: GateResult) -> str:
     return f"{_sig(g.ci_low)} to {_sig(g.ci_high)}"
 
 
+def _label(row: dict[str, Any]) -> str:
+    """The declared label; rows of optional measurements (``knn_accuracy``, ``peak_rss_bytes[...]``) show their key."""
+    declared = find(row["section"], row["key"])
+    return declared.label if declared is not None else str(row["key"])
+
+
 def _cell(value: Any, kind: str) -> str:
-    if kind == "fraction":
-        return _pct(value)
-    if kind == "bytes":
-        return _bytes(value)
-    if kind == "count":
-        return _int(value)
-    return _sig(value)
-
-
-def _change(row: dict[str, Any]) -> str:
-    delta, kind = row["delta"], row["kind"]
-    if delta is None:
-        return NONE
-    if kind == "fraction":
-        return f"{delta * 100:+.2f} pts"
-    if row["ratio"] is not None:
-        sign = "+" if delta >= 0 else "-"
-        amount = _bytes(abs(delta)) if kind == "bytes" else _int(abs(delta))
-        return f"{sign}{amount} ({_sig(row['ratio'])}×)"
-    return f"{'+' if delta >= 0 else ''}{_sig(delta)}"
+    return format_value(kind, value) if _num(value) is not None else _text(value)
 
 
 def _p50_p99(median: Any, p99: Any) -> str:

@@ -1,7 +1,7 @@
 """The "Explain" section of a report: a stage's ``explain`` result (see :mod:`modelpress.diagnose`).
 
 :func:`explain_view` turns the result into plain text — sentences, tables of strings, recommendations — shared by
-both renderers: :func:`explain_lines` (Markdown) escapes every piece with :func:`~.render.md_escape` and puts
+both renderers: :func:`explain_lines` (Markdown) escapes every piece with :func:`~.markdown.md_escape` and puts
 commands in fenced code blocks with backticks removed; the HTML template escapes through jinja2's autoescape. A node
 named ``a|b`` or ``<script>`` therefore neither breaks a table nor reaches a viewer as HTML.
 """
@@ -44,7 +44,7 @@ def explain_markdown(explain: Mapping[str, Any]) -> str:
 
 def explain_lines(explain: Mapping[str, Any], *, level: int = 3) -> list[str]:
     """Markdown lines of the Explain section; ``level`` is the heading depth of the section title."""
-    from .render import md_escape
+    from .markdown import md_escape
 
     view = explain_view(explain)
     lines = [f"{'#' * level} {md_escape(view['title'])}", "", f"**Speed:** {md_escape(view['speed'])}", ""]

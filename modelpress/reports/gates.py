@@ -41,11 +41,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..metric_schema import gateable
 from .stats import binomial_below, latency_ratio, mcnemar_exact, paired_bootstrap
 
 __all__ = ["GATE_KEYS", "GateConfig", "GateResult", "PairedPredictions", "Threshold", "judge_gates"]
 
-_DROP_GATES = {"max_accuracy_drop": "accuracy", "max_f1_drop": "f1_macro", "max_auc_drop": "roc_auc"}
+#: Drop gates: gate key → the declared task metric it limits (a paired test decides significance).
+_DROP_GATES = {gate: m for gate, m in gateable().items() if m.section == "metrics"}
 #: The gate keys, in the order their results are listed.
 GATE_KEYS = (*_DROP_GATES, "max_latency_ratio", "max_size_bytes", "max_size_ratio", "min_fidelity")
 _THRESHOLD_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|pts?|points?)?\s*$")
@@ -197,9 +199,9 @@ class _Judge:
     def run(self) -> list[GateResult]:
         c = self.config
         out: list[GateResult] = []
-        for key, metric in _DROP_GATES.items():
+        for key, declared in _DROP_GATES.items():
             if getattr(c, key) is not None:
-                out.append(self.drop_gate(key, metric, getattr(c, key)))
+                out.append(self.drop_gate(key, declared.key, getattr(c, key)))
         if c.max_latency_ratio is not None:
             out += self.latency_gates(c.max_latency_ratio)
         if c.max_size_bytes is not None:
@@ -221,7 +223,8 @@ class _Judge:
 
     def drop_gate(self, key: str, metric: str, threshold: Threshold) -> GateResult:
         c, paired = self.config, self.paired
-        label = {"accuracy": "accuracy", "f1_macro": "macro F1", "roc_auc": "ROC-AUC"}[metric]
+        declared = _DROP_GATES[key]
+        label = declared.label
         if paired is None:
             b_val, c_val = self.metric(self.base, metric, "baseline"), self.metric(self.cand, metric, "candidate")
             drop = (b_val - c_val) * 100
@@ -238,7 +241,7 @@ class _Judge:
         drop, limit = boot["drop"] * 100, threshold.allowed_drop_pts(boot["baseline"])
         low, high = boot["ci_low"] * 100, boot["ci_high"] * 100
         level = f"{1 - c.alpha:.0%} CI of the drop {low:+.2f} to {high:+.2f} pts"
-        if metric == "accuracy":
+        if declared.paired_test == "mcnemar":
             p_value, test = paired.mcnemar["p_value"], "mcnemar-exact"
             significant = p_value < c.alpha and drop > 0
             evidence = (f"McNemar exact p = {p_value:.3g} ({paired.mcnemar['baseline_only']} samples only the "

@@ -1,5 +1,8 @@
 """Render a report as one self-contained HTML page: a stage-by-stage table and embedded PNG plots.
 
+The table's metric columns, labels and formats are the declarations of :mod:`modelpress.metric_schema` (``column``);
+latency columns go after the ``metrics`` section's.
+
 jinja2 runs with ``autoescape=True`` and ``StrictUndefined``: every name that comes from a report (run, model,
 stage, class, backend, notes, params) is escaped by the template, and a missing field is a bug caught in tests,
 never a silently empty cell. The page needs no network: styles are inline and plots are ``data:`` PNGs.
@@ -15,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from ..io import write_text
+from ..metric_schema import Metric, columns
 from . import plots
-from .fmt import NONE, finite_number as _num, integer as _int, percent as _pct
+from .fmt import NONE, compact_ms as _ms, finite_number as _num, general, integer as _int
 from .measurements import measurement_tables
+from .storage import load_predictions_for_plots as load_predictions
 
 __all__ = ["HTML_FILENAME", "load_predictions", "render_html", "write_html"]
 
 HTML_FILENAME = "report.html"
-MAX_PREDICTIONS_BYTES = 512 * 1024 * 1024
 
 
 def write_html(report: Mapping[str, Any], out_dir: str | Path, *,
@@ -31,23 +35,6 @@ def write_html(report: Mapping[str, Any], out_dir: str | Path, *,
     path = Path(out_dir) / HTML_FILENAME
     write_text(path, render_html(report, predictions=predictions, with_plots=with_plots))
     return path
-
-
-def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray] | None:
-    """predictions.npz of a run folder as plain arrays, or ``None`` when absent, too large or unreadable.
-
-    The file may come from elsewhere: it is read with ``allow_pickle=False`` and only numeric arrays are kept.
-    """
-    path = Path(run_dir)
-    path = (path if path.is_dir() else path.parent) / "predictions.npz"
-    if not path.is_file() or path.stat().st_size > MAX_PREDICTIONS_BYTES:
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception:  # damaged or hostile: the report renders without the plots that need it
-        return None
-    return {k: v for k, v in arrays.items() if v.dtype.kind in "biuf"}
 
 
 def render_html(report: Mapping[str, Any], *, predictions: Mapping[str, np.ndarray] | None = None,
@@ -92,6 +79,8 @@ def _view(report: Mapping[str, Any], predictions: Mapping[str, np.ndarray] | Non
         "skipped": [{"name": str(s.get("name")), "reason": str(s.get("reason"))}
                     for s in pipeline.get("skipped") or [] if isinstance(s, Mapping)],
         "batch_sizes": batch_sizes,
+        "lead_columns": [m.label for m in _split_columns()[0]],
+        "tail_columns": [m.label for m in _split_columns()[1]],
         "rows": [_row(i, s, first, batch_sizes) for i, s in enumerate(stages, start=1)],
         "first_name": str(first.get("name", "")),
         "figures": figures,
@@ -160,39 +149,46 @@ def _data_line(data: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _split_columns() -> tuple[list[Metric], list[Metric]]:
+    """The declared summary columns before the latency columns (the ``metrics`` section's) and after them."""
+    ordered = list(columns())
+    cut = next((i for i, m in enumerate(ordered) if m.section != "metrics"), len(ordered))
+    return ordered[:cut], ordered[cut:]
+
+
 def _row(number: int, stage: Mapping[str, Any], first: Mapping[str, Any], batch_sizes: list[int]) -> dict[str, Any]:
-    metrics = stage.get("metrics") or {}
-    base = first.get("metrics") or {}
-    footprint = stage.get("footprint") or {}
-    fidelity = stage.get("fidelity") or {}
-    compare = number > 1
-    cells: dict[str, Any] = {
-        "number": number,
-        "name": str(stage.get("name", "")),
-        "kind": str(stage.get("kind", "")),
-        "format": str((stage.get("artifact") or {}).get("format", NONE)),
-    }
-    for key in ("accuracy", "f1_macro", "roc_auc"):
-        delta = _delta_pts(metrics.get(key), base.get(key)) if compare else ""
-        cells[key] = _pct(metrics.get(key))
-        cells[f"{key}_delta"] = delta
-        cells[f"{key}_worse"] = delta.startswith("−")
+    lead, tail = _split_columns()
     latency = []
     for bs in batch_sizes:
         rows = [r for r in stage.get("latency") or [] if r.get("batch_size") == bs]
         latency.append([{"backend": str(r.get("backend")),
                          "text": f"{_ms(r.get('median_ms'))} / {_ms(r.get('p99_ms'))}",
                          "unstable": bool(r.get("unstable"))} for r in rows])
-    cells["latency"] = latency
-    size = _num(footprint.get("size_bytes"))
-    base_size = _num((first.get("footprint") or {}).get("size_bytes"))
-    cells["size"] = _bytes(size)
-    cells["size_delta"] = f"{size / base_size:.2f}×" if compare and size and base_size else ""
-    cells["params"] = _int(footprint.get("params"))
-    cells["sparsity"] = _pct(footprint.get("sparsity"), 1)
-    cells["agreement"] = _pct(fidelity.get("top1_agreement"))
-    cells["max_abs_diff"] = _general(fidelity.get("max_abs_diff"))
-    return cells
+    return {
+        "number": number,
+        "name": str(stage.get("name", "")),
+        "kind": str(stage.get("kind", "")),
+        "format": str((stage.get("artifact") or {}).get("format", NONE)),
+        "lead": [_cell(m, stage, first, number > 1) for m in lead],
+        "latency": latency,
+        "tail": [_cell(m, stage, first, number > 1) for m in tail],
+    }
+
+
+def _cell(m: Metric, stage: Mapping[str, Any], first: Mapping[str, Any], compare: bool) -> dict[str, Any]:
+    """``{"text", "delta", "worse"}``: the declared format, and the change against the first stage where it has one
+    (points for fractions, red when lower; a ratio for sizes, counts and times)."""
+    block, base_block = stage.get(m.section), first.get(m.section)
+    value = block.get(m.key) if isinstance(block, Mapping) else None
+    base = base_block.get(m.key) if isinstance(base_block, Mapping) else None
+    delta = ""
+    if compare and m.vs_first:
+        this, ref = _num(value), _num(base)
+        if m.unit == "fraction":
+            delta = _delta_pts(value, base)
+        elif m.unit in ("bytes", "count", "ms", "s") and this and ref:
+            delta = f"{this / ref:.2f}× of first"
+    return {"text": m.format(value), "delta": delta, "worse": m.unit == "fraction" and delta.startswith("−")}
 
 
 def _details(number: int, stage: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,8 +224,16 @@ def _explain(stage: Mapping[str, Any]) -> dict[str, Any] | None:
     return explain_view(explain) if isinstance(explain, Mapping) else None
 
 
-# ---- formatting ---------------------------------------------------------------------------------------------
+# ---- formatting (numbers: reports/fmt.py) ---------------------------------------------------------------------
 
+
+def _general(value: Any) -> str:
+    """A gate's threshold or value: a number with 4 significant digits, true/false, or the text as given."""
+    if value is None:
+        return NONE
+    if isinstance(value, bool):
+        return str(value).lower()
+    return general(value) if _num(value) is not None else str(value)
 
 
 def _delta_pts(value: Any, base: Any) -> str:
@@ -238,28 +242,3 @@ def _delta_pts(value: Any, base: Any) -> str:
         return ""
     delta = (this - ref) * 100
     return f"{'−' if delta < -0.005 else '+'}{abs(delta):.2f} pts"
-
-
-def _ms(value: Any) -> str:
-    number = _num(value)
-    if number is None:
-        return NONE
-    return f"{number:.3g} ms" if number < 100 else f"{number:,.0f} ms"
-
-
-def _bytes(value: float | None) -> str:
-    if value is None:
-        return NONE
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{int(value)} B"
-
-
-def _general(value: Any) -> str:
-    if value is None:
-        return NONE
-    if isinstance(value, bool):
-        return str(value).lower()
-    number = _num(value)
-    return f"{number:.4g}" if number is not None else str(value)

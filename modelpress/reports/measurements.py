@@ -1,7 +1,7 @@
 """The optional measurements of a report (memory, k-NN probe, robustness, cost) as cross-stage tables.
 
 One table per measurement, one row per stage that has it, so the original and the compressed model sit side by
-side. Cells are plain text here; the Markdown renderer escapes them with :func:`~modelpress.reports.render.md_escape`
+side. Cells are plain text here; the Markdown renderer escapes them with :func:`~modelpress.reports.markdown.md_escape`
 and the HTML template autoescapes them, so a stage or backend named ``<script>`` or ``a|b`` stays inert.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .fmt import NONE, finite_number as _num, number_or_dash, plain_text as _str
-from .fmt import integer as _int, percent as _pct
+from ..metric_schema import metric
+from .fmt import NONE, compact_bytes as _bytes, compact_s as _seconds, finite_number as _num, number_or_dash
+from .fmt import integer as _int, percent as _pct, plain_text as _str
 
 __all__ = ["measurement_tables"]
 
@@ -44,7 +45,7 @@ def _knn(stages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
             cosine = f"{NONE} ({knn['reference_cosine_reason']})"
         rows.append([_str(s.get("name")), _str(knn.get("layer") or "output"), _int(knn.get("k")),
                      _int(knn.get("folds")), accuracy, cosine])
-    return {"title": "k-NN probe", "headers": ["stage", "embeddings", "k", "folds", "k-NN accuracy",
+    return {"title": "k-NN probe", "headers": ["stage", "embeddings", "k", "folds", metric("knn.accuracy").label,
                                                "cosine to reference (mean / min)"],
             "rows": rows, "note": "out-of-fold accuracy of a cosine k-NN classifier on the embeddings "
                                   "(stratified folds); changes in points against the first stage"}
@@ -124,17 +125,3 @@ def _fixed(value: Any) -> str:
 def _delta_pts(value: Any, base: float | None) -> str:
     number = _num(value)
     return "" if number is None or base is None else f" ({(number - base) * 100:+.2f} pts)"
-
-
-def _seconds(value: Any) -> str:
-    return number_or_dash(value, lambda n: f"{n:.3g} s" if n < 100 else f"{n:,.0f} s")
-
-
-def _bytes(value: Any) -> str:
-    number = _num(value)
-    if number is None:
-        return NONE
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if abs(number) >= scale:
-            return f"{number / scale:.3g} {unit}"
-    return f"{int(number)} B"

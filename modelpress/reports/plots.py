@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..metric_schema import finite_number as _number, metric
+
 __all__ = ["confusion_png", "pareto_png", "pareto_points", "roc_png", "size_png"]
 
 _DPI = 100
@@ -31,12 +33,6 @@ def _encode(fig: Any) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        return None
-    return float(value)
 
 
 def _short(name: Any, limit: int = 28) -> str:
@@ -90,8 +86,8 @@ def pareto_png(stages: Sequence[Mapping[str, Any]]) -> str | None:
         ax.step([p["latency_ms"] for p in front], [p["accuracy"] * 100 for p in front], where="post",
                 color="#555555", linestyle="--", linewidth=1, label="Pareto front", zorder=2)
     ax.set_xscale("log")
-    ax.set_xlabel(f"median latency at batch size {batch} (ms, log scale)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_xlabel(f"{metric('latency.median_ms').label} at batch size {batch} (ms, log scale)")
+    ax.set_ylabel(f"{metric('metrics.accuracy').label} (%)")
     ax.set_title("Accuracy vs latency")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")

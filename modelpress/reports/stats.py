@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..evaluate.latency import speedup_ratio
+from ..metric_schema import section
 
 __all__ = [
     "BOOTSTRAP_METRICS",
@@ -28,8 +29,9 @@ __all__ = [
     "weighted_metric",
 ]
 
-#: Metrics :func:`paired_bootstrap` can resample (fractions in [0, 1], higher is better).
-BOOTSTRAP_METRICS = ("accuracy", "f1_macro", "roc_auc")
+#: Metrics :func:`paired_bootstrap` can resample: the declared task metrics with a paired test (fractions in
+#: [0, 1], higher is better). Declaring another one needs its weighted form in :func:`weighted_metric`.
+BOOTSTRAP_METRICS = tuple(m.key for m in section("metrics") if m.paired_test)
 #: Bootstrap weight matrices are built in blocks of at most this many elements (~32 MB of float64).
 _BLOCK_ELEMENTS = 4_000_000
 

@@ -12,11 +12,14 @@ from modelpress.metric_schema import METRICS, gateable, metric, section, targets
 
 @pytest.mark.parametrize("path, value, text", [
     ("metrics.accuracy", 0.99111, "99.11%"),
-    ("footprint.size_bytes", 1_234_567, "1.23 MB"),
+    ("footprint.size_bytes", 1_234_567, "1.18 MiB"),  # powers of 1024, as report.md has always printed sizes
+    ("footprint.size_bytes", 102_400, "100 KiB"),
     ("footprint.size_bytes", 512, "512 B"),
     ("footprint.params", 23722, "23,722"),
     ("latency.median_ms", 0.1234, "0.123 ms"),
-    ("fidelity.mean_kl", 0.000123456, "0.0001235"),
+    ("fidelity.mean_kl", 0.000123456, "0.000123"),  # 3 significant digits, plain from 1e-4
+    ("fidelity.max_abs_diff", 3.05e-6, "3.05e-06"),
+    ("footprint.sparsity", 0.5, "50.0%"),  # declared with 1 decimal
     ("metrics.accuracy", None, "—"),
     ("metrics.accuracy", math.nan, "—"),
     ("metrics.accuracy", True, "—"),
@@ -28,8 +31,10 @@ def test_format(path, value, text):
 
 def test_deltas_read_in_the_metrics_unit():
     assert metric("metrics.accuracy").format_delta(0.9911, 0.96) == "-3.11 pts"
-    assert metric("latency.median_ms").format_delta(2.0, 1.0) == "0.50×"
-    assert metric("footprint.macs").format_delta(100, 40) == "-60"
+    assert metric("latency.median_ms").format_delta(2.0, 1.0) == "-1.00"
+    assert metric("footprint.macs").format_delta(100, 40) == "-60 (0.400×)"  # sizes and counts: change and ratio
+    assert metric("footprint.size_bytes").format_delta(40_960, 10_240) == "-30.0 KiB (0.250×)"
+    assert metric("footprint.macs").format_delta(0, 40) == "+40.0"  # no ratio against zero
     assert metric("metrics.accuracy").format_delta(None, 0.5) == "—"
 
 
@@ -51,3 +56,21 @@ def test_every_gate_and_target_is_declared_once():
 def test_unknown_metric_suggests_the_closest():
     with pytest.raises(InputError, match=r"unknown metric 'metrics.acuracy'.*did you mean 'metrics.accuracy'"):
         metric("metrics.acuracy")
+
+
+def test_declarations_drive_tables_and_tags():
+    from modelpress.metric_schema import columns, compared, scalars
+
+    assert [m.label for m in columns()] == ["accuracy", "F1 macro", "ROC-AUC", "size", "params", "sparsity",
+                                            "top-1 agreement", "max abs diff"]
+    assert "fidelity.mean_abs_diff" not in {m.path for m in compared()}
+    assert metric("footprint.size_bytes").tag == "size/size_bytes"
+    assert "metrics/precision_weighted" not in {m.tag for m in scalars()}
+    assert metric("metrics.accuracy").vs_first and not metric("fidelity.top1_agreement").vs_first
+
+
+def test_a_bad_declaration_is_refused():
+    from modelpress.metric_schema import Metric
+
+    with pytest.raises(ValueError, match="unit 'percent' is not one of"):
+        Metric("x", "metrics", "x", "percent", True)

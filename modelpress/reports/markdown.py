@@ -1,0 +1,490 @@
+"""Render a report as Markdown (report.md, ``modelpress report``).
+
+Every string that comes from a report (run, model, stage, class and backend names, notes, params) goes through
+:func:`md_escape`: a report may come from elsewhere, and a class named ``a|b`` must not add a table column, nor a
+model named ``<script>`` reach a Markdown viewer as HTML. Which metrics show, their labels, units and formats come
+from :mod:`modelpress.metric_schema`: the summary table's columns are the declared ``column`` metrics, and each
+stage's Metrics / Fidelity / Footprint lists are its section's declarations in order.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..metric_schema import Metric, columns, section
+from .fmt import NONE, binary_bytes, finite_number as _num, percent, significant
+
+__all__ = ["md_escape", "render_markdown"]
+
+_MD_ESCAPES = {
+    "\\": "\\\\",
+    "|": "\\|",
+    "`": "\\`",
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "\r\n": " ",
+    "\r": " ",
+    "\n": " ",
+}
+
+
+def md_escape(value: object) -> str:
+    """Make any value safe inside a Markdown table cell, heading or list item.
+
+    Backslashes, ``|`` and backticks are backslash-escaped (so a cell keeps its column and no code span opens),
+    ``&``, ``<`` and ``>`` become HTML entities (so no tag or entity reaches the viewer), and line breaks become
+    spaces (a newline would end the table row).
+
+    Args:
+        value: Anything; it is converted with ``str()`` first.
+
+    Returns:
+        The escaped text, which renders as the original characters.
+    """
+    text = str(value)
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("\r\n", i):
+            out.append(" ")
+            i += 2
+            continue
+        char = text[i]
+        out.append(_MD_ESCAPES.get(char, char))
+        i += 1
+    return "".join(out)
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """Render a (validated) report as GitHub-flavoured Markdown.
+
+    The summary table has one row per stage; with two stages or more, every stage after the first shows its change
+    against the first stage: accuracy, F1 and ROC-AUC in percentage points, latency as a ratio of medians at the
+    same batch size (same backend when the first stage measured it), size as a ratio.
+
+    Args:
+        report: A report dict as built by :func:`~modelpress.reports.schema.new_report` and the stages.
+
+    Returns:
+        The Markdown text, ending in a newline.
+    """
+    run = report.get("run") or {}
+    data = report.get("data") or {}
+    stages: list[Mapping[str, Any]] = list(report.get("stages") or [])
+    lines: list[str] = [f"# modelpress report: {md_escape(run.get('name', 'unnamed'))}", ""]
+    lines += _gates_summary(stages)
+    lines += _run_section(run)
+    lines += [_data_line(data), ""]
+    if stages:
+        lines += _summary_section(stages)
+        lines += _measurements_section(stages)
+        for number, stage in enumerate(stages, start=1):
+            lines += _stage_section(stage, number=number, class_names=data.get("class_names"))
+    else:
+        lines += ["No stages were run.", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------------------------------- sections
+
+
+def _gates_summary(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    gates = [(stage.get("name"), gate) for stage in stages for gate in (stage.get("gates") or [])]
+    if not gates:
+        return []
+    failed = [(name, gate) for name, gate in gates if not gate.get("passed")]
+    if not failed:
+        return [f"**Gates:** all {len(gates)} passed.", ""]
+    which = ", ".join(f"{md_escape(name)}: {md_escape(gate.get('name'))}" for name, gate in failed)
+    return [f"**Gates: {len(failed)} of {len(gates)} FAILED** ({which}).", ""]
+
+
+def _run_section(run: Mapping[str, Any]) -> list[str]:
+    flags = run.get("cpu_flags")
+    fields = [
+        ("created", run.get("created")),
+        ("modelpress", run.get("modelpress_version")),
+        ("git", run.get("git_sha")),
+        ("python", run.get("python")),
+        ("torch", run.get("torch")),
+        ("onnxruntime", run.get("onnxruntime")),
+        ("onnx", run.get("onnx")),
+        ("numpy", run.get("numpy")),
+        ("platform", run.get("platform")),
+        ("cpu", run.get("cpu")),
+        ("cpu flags", ", ".join(str(f) for f in flags) if isinstance(flags, list) and flags else None),
+        ("threads", run.get("threads")),
+    ]
+    lines = ["## Run", ""]
+    lines += [f"- {label}: {_text(value)}" for label, value in fields if label != "git" or value is not None]
+    return [*lines, ""]
+
+
+def _data_line(data: Mapping[str, Any]) -> str:
+    parts = [f"**Data:** {_text(data.get('source'))}"]
+    if data.get("n_samples") is not None:
+        parts.append(f"{_int(data.get('n_samples'))} samples")
+    if data.get("n_classes") is not None:
+        classes = f"{_int(data.get('n_classes'))} classes"
+        names = data.get("class_names")
+        if isinstance(names, list) and 0 < len(names) <= 20:
+            classes += f" ({', '.join(md_escape(n) for n in names)})"
+        parts.append(classes)
+    sha = data.get("sha256")
+    if isinstance(sha, str) and sha:
+        parts.append(f"sha256 {md_escape(sha[:12])}")
+    return " · ".join(parts)
+
+
+def _summary_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    first = stages[0]
+    keys = _latency_keys(stages)
+    show_threads = len({k[2] for k in keys}) > 1
+    lead, tail = _split_columns()
+    headers = ["#", "stage", "format", *(md_escape(m.label) for m in lead)]
+    headers += [
+        f"p50 / p99 {md_escape(b)} b={_int(bs)}" + (f" t={_int(t)}" if show_threads else "") for b, bs, t in keys
+    ]
+    headers += [md_escape(m.label) for m in tail]
+    rows: list[list[str]] = []
+    for number, stage in enumerate(stages, start=1):
+        compare = len(stages) >= 2 and number > 1
+        artifact = stage.get("artifact") or {}
+        row = [str(number), md_escape(stage.get("name", "")), _text(artifact.get("format"))]
+        row += [_summary_cell(m, stage, first, compare) for m in lead]
+        for key in keys:
+            latency = _latency_row(stage, key)
+            if latency is None:
+                row.append(NONE)
+                continue
+            cell = f"{_ms(latency.get('median_ms'), unit=False)} / {_ms(latency.get('p99_ms'))}"
+            if compare:
+                cell += _speed_delta(latency, first)
+            row.append(cell)
+        row += [_summary_cell(m, stage, first, compare) for m in tail]
+        rows.append(row)
+    lines = ["## Summary", "", *_table(headers, rows), ""]
+    if len(stages) >= 2:
+        lines += [
+            f"Changes are against the first stage ({md_escape(first.get('name', ''))}): metrics in percentage points, "
+            "latency as the ratio of medians at the same batch size, size as a ratio.",
+            "",
+        ]
+    return lines
+
+
+def _split_columns() -> tuple[list[Metric], list[Metric]]:
+    """The summary columns before the latency columns (the ``metrics`` section's) and after them (the rest)."""
+    ordered = list(columns())
+    cut = next((i for i, m in enumerate(ordered) if m.section != "metrics"), len(ordered))
+    return ordered[:cut], ordered[cut:]
+
+
+def _summary_cell(m: Metric, stage: Mapping[str, Any], first: Mapping[str, Any], compare: bool) -> str:
+    block = stage.get(m.section)
+    value = block.get(m.key) if isinstance(block, Mapping) else None
+    cell = _metric_text(m, value)
+    if compare and m.vs_first:
+        first_block = first.get(m.section)
+        cell += _change_vs_first(m, value, first_block.get(m.key) if isinstance(first_block, Mapping) else None)
+    return cell
+
+
+def _change_vs_first(m: Metric, value: Any, base: Any) -> str:
+    """Points for fractions (`` (+1.20 pts)``), a ratio for sizes, counts and times (`` (0.26× size)``)."""
+    this, ref = _num(value), _num(base)
+    if this is None or ref is None:
+        return ""
+    if m.unit == "fraction":
+        return f" ({(this - ref) * 100:+.2f} pts)"
+    if m.unit in ("bytes", "count", "ms", "s") and ref > 0:
+        return f" ({_ratio(this / ref)}× {md_escape(m.label)})"
+    return ""
+
+
+def _metric_text(m: Metric, value: Any) -> str:
+    """The declared format for a number; anything else from a report shows as its escaped text (or —)."""
+    return m.format(value) if _num(value) is not None else _text(value)
+
+
+def _block_title(name: str, block: Mapping[str, Any]) -> str:
+    if name == "metrics":
+        return f"**Metrics** (n = {_int(block.get('n_samples'))})"
+    if name == "fidelity":
+        return f"**Fidelity** against {_text(block.get('reference'))} (n = {_int(block.get('n_samples'))})"
+    return f"**{md_escape(name.capitalize())}**"
+
+
+def _metric_lines(name: str, block: Mapping[str, Any]) -> list[str]:
+    """One bullet per declared metric of section ``name``, in declaration order.
+
+    Neighbours whose labels differ in one word share a line (``F1 macro / weighted: 90.00% / 89.00%``); a metric
+    declared ``within`` another shows in parentheses on its line; an undefined value with a ``<key>_reason`` in the
+    block shows the reason (ROC-AUC with one class, MACs of an unsupported layer).
+    """
+    declared = section(name)
+    inner: dict[str, list[Metric]] = {}
+    for m in declared:
+        if m.within is not None:
+            inner.setdefault(m.within, []).append(m)
+    groups: list[tuple[list[Metric], int | None]] = []
+    for m in (m for m in declared if m.within is None):
+        if groups and m.key not in inner:
+            group, position = groups[-1]
+            at = _differs_at(group[0].label, m.label)
+            if at is not None and (position is None or position == at) and group[0].key not in inner:
+                groups[-1] = ([*group, m], at)
+                continue
+        groups.append(([m], None))
+    lines = []
+    for group, position in groups:
+        label = group[0].label
+        if position is not None:
+            words = label.split(" ")
+            words[position] = " / ".join(m.label.split(" ")[position] for m in group)
+            label = " ".join(words)
+        text = " / ".join(_detail_value(m, block) for m in group)
+        children = inner.get(group[0].key, [])
+        if children:
+            text += f" ({', '.join(_inner_text(child, group[0], block) for child in children)})"
+        lines.append(f"- {md_escape(label)}: {text}")
+    return lines
+
+
+def _differs_at(a: str, b: str) -> int | None:
+    """The one word position where two labels of equal length differ (``max abs diff`` / ``mean abs diff``: 0)."""
+    x, y = a.split(" "), b.split(" ")
+    if len(x) != len(y) or len(x) < 2:
+        return None
+    diff = [i for i, (u, v) in enumerate(zip(x, y, strict=True)) if u != v]
+    return diff[0] if len(diff) == 1 else None
+
+
+def _detail_value(m: Metric, block: Mapping[str, Any]) -> str:
+    value = block.get(m.key)
+    reason = block.get(f"{m.key}_reason")
+    if value is None and reason:
+        return f"{NONE} ({md_escape(reason)})"
+    return _metric_text(m, value)
+
+
+def _inner_text(child: Metric, parent: Metric, block: Mapping[str, Any]) -> str:
+    """``12,500 non-zero`` when the label ends with the parent's (``non-zero params``), else ``sparsity 50.0%``."""
+    value = _detail_value(child, block)
+    suffix = f" {parent.label}"
+    if child.label.endswith(suffix):
+        return f"{value} {md_escape(child.label[: -len(suffix)])}"
+    return f"{md_escape(child.label)} {value}"
+
+
+def _measurements_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Memory, k-NN probe, robustness and cost side by side (only those measured; see ``measurements.py``)."""
+    from .measurements import measurement_tables
+
+    lines: list[str] = []
+    for table in measurement_tables(stages):
+        rows = [[md_escape(cell) for cell in row] for row in table["rows"]]
+        lines += [f"## {md_escape(table['title'])}", "", *_table([md_escape(h) for h in table["headers"]], rows), "",
+                  f"{md_escape(table['note'][:1].upper() + table['note'][1:])}.", ""]
+    return lines
+
+
+def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -> list[str]:
+    lines = [f"## {number}. {md_escape(stage.get('name', ''))} ({md_escape(stage.get('kind', ''))})", ""]
+    artifact = stage.get("artifact")
+    if isinstance(artifact, Mapping):
+        sha = artifact.get("sha256")
+        extra = [_text(artifact.get("format")), _bytes(artifact.get("size_bytes"))]
+        if isinstance(sha, str) and sha:
+            extra.append(f"sha256 {md_escape(sha[:12])}")
+        lines.append(f"- artifact: {_text(artifact.get('path'))} ({', '.join(extra)})")
+    params = stage.get("params") or {}
+    if params:
+        lines.append(f"- params: {', '.join(f'{md_escape(k)}={_param(v)}' for k, v in params.items())}")
+    if len(lines) > 2:
+        lines.append("")
+
+    notes = stage.get("notes") or []
+    if notes:
+        lines += ["**Notes**", "", *(f"- {md_escape(note)}" for note in notes), ""]
+
+    metrics = stage.get("metrics")
+    for name in ("metrics", "fidelity", "footprint"):
+        block = stage.get(name)
+        if isinstance(block, Mapping):
+            lines += [_block_title(name, block), "", *_metric_lines(name, block), ""]
+
+    latency = stage.get("latency") or []
+    if latency:
+        headers = ["backend", "batch", "threads", "n", "warm-up", "p50", "mean ± std", "IQR", "p90", "p95", "p99",
+                   "min", "max", "throughput/s", "cold start", "stable"]
+        rows = [
+            [
+                _text(r.get("backend")),
+                _int(r.get("batch_size")),
+                _int(r.get("threads")),
+                _int(r.get("n")),
+                _int(r.get("warmup")),
+                _ms(r.get("median_ms")),
+                f"{_ms(r.get('mean_ms'), unit=False)} ± {_ms(r.get('std_ms'))}",
+                _ms(r.get("iqr_ms")),
+                _ms(r.get("p90_ms")),
+                _ms(r.get("p95_ms")),
+                _ms(r.get("p99_ms")),
+                _ms(r.get("min_ms")),
+                _ms(r.get("max_ms")),
+                _sig(r.get("throughput_per_s")),
+                _ms(r.get("cold_start_ms")),
+                "**unstable** (IQR over 10 % of median)" if r.get("unstable") else "yes",
+            ]
+            for r in latency
+        ]
+        lines += ["**Latency**", "", *_table(headers, rows), ""]
+
+    per_class = (metrics or {}).get("per_class") if isinstance(metrics, Mapping) else None
+    if per_class:
+        rows = []
+        for i, entry in enumerate(per_class):
+            index = entry.get("index", i)
+            name = entry.get("name")
+            known = isinstance(class_names, list) and isinstance(index, int) and 0 <= index < len(class_names)
+            if name is None and known:
+                name = class_names[index]
+            rows.append([
+                _int(index),
+                _text(name),
+                _pct(entry.get("precision")),
+                _pct(entry.get("recall")),
+                _pct(entry.get("f1")),
+                _int(entry.get("support")),
+            ])
+        lines += ["**Per class**", "", *_table(["#", "class", "precision", "recall", "F1", "support"], rows), ""]
+
+    explain = stage.get("explain")  # modelpress explain / quantize explain: true (see reports/explain_md.py)
+    if isinstance(explain, Mapping):
+        from .explain_md import explain_lines
+
+        lines += explain_lines(explain, level=3)
+
+    gates = stage.get("gates") or []
+    if gates:
+        rows = [
+            [
+                _text(g.get("name")),
+                _general(g.get("threshold")),
+                _general(g.get("value")),
+                "pass" if g.get("passed") else "**FAIL**",
+            ]
+            for g in gates
+        ]
+        lines += ["**Gates**", "", *_table(["gate", "threshold", "value", "result"], rows), ""]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------- latency
+
+
+def _latency_keys(stages: Iterable[Mapping[str, Any]]) -> list[tuple[str, Any, Any]]:
+    keys: list[tuple[str, Any, Any]] = []
+    for stage in stages:
+        for row in stage.get("latency") or []:
+            key = (str(row.get("backend")), row.get("batch_size"), row.get("threads"))
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def _latency_row(stage: Mapping[str, Any], key: tuple[str, Any, Any]) -> Mapping[str, Any] | None:
+    for row in stage.get("latency") or []:
+        if (str(row.get("backend")), row.get("batch_size"), row.get("threads")) == key:
+            return row
+    return None
+
+
+def _speed_delta(row: Mapping[str, Any], first: Mapping[str, Any]) -> str:
+    """Ratio of medians against the first stage at the same batch size; same backend when it has one."""
+    candidates = [r for r in first.get("latency") or [] if r.get("batch_size") == row.get("batch_size")]
+    same_backend = [r for r in candidates if r.get("backend") == row.get("backend")]
+    base = (same_backend or candidates or [None])[0]
+    if base is None:
+        return ""
+    this, ref = _num(row.get("median_ms")), _num(base.get("median_ms"))
+    if this is None or ref is None or this <= 0 or ref <= 0:
+        return ""
+    ratio = ref / this
+    if ratio >= 1:
+        return f" ({_ratio(ratio)}× faster)"
+    return f" ({_ratio(1 / ratio)}× slower)"
+
+
+# --------------------------------------------------------------------------------------------------- formatting
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Cells must already be escaped; every row gets exactly ``len(headers)`` cells."""
+    width = len(headers)
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        cells = [*row[:width], *([NONE] * (width - len(row)))]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _text(value: Any) -> str:
+    return NONE if value is None or value == "" else md_escape(value)
+
+
+def _int(value: Any) -> str:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return f"{int(value):,}"
+    number = _num(value)
+    if number is not None and number.is_integer():
+        return f"{int(number):,}"
+    return _text(value)
+
+
+def _pct(value: Any, *, decimals: int = 2) -> str:
+    number = _num(value)
+    return _text(value) if number is None else percent(number, decimals)
+
+
+def _sig(value: Any, *, digits: int = 3) -> str:
+    number = _num(value)
+    return _text(value) if number is None else significant(number, digits)
+
+
+def _general(value: Any) -> str:
+    """Gate thresholds and values have no fixed unit: 4 significant digits, trailing zeros dropped."""
+    number = _num(value)
+    return _text(value) if number is None else f"{number:.4g}"
+
+
+def _ms(value: Any, *, unit: bool = True) -> str:
+    text = _sig(value)
+    return f"{text} ms" if unit and _num(value) is not None else text
+
+
+def _bytes(value: Any) -> str:
+    number = _num(value)
+    return _text(value) if number is None else binary_bytes(number)
+
+
+def _ratio(ratio: float) -> str:
+    if ratio >= 10:
+        return f"{ratio:.0f}"
+    if ratio >= 1:
+        return f"{ratio:.1f}"
+    return significant(ratio, 2)
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, str):
+        return md_escape(value)
+    try:
+        return md_escape(json.dumps(value, sort_keys=True, default=str))
+    except (TypeError, ValueError):
+        return md_escape(repr(value))
