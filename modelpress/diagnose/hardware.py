@@ -140,14 +140,27 @@ def kernel_effects(candidate_path: str | Path, reference_path: str | Path, data:
 
 
 def saturation_recommendation(effects: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:
-    """One recommendation when the real kernels lose what the Q/DQ arithmetic keeps: build for this target."""
+    """One recommendation when integer arithmetic loses what the Q/DQ arithmetic keeps — measured on this host's
+    real kernels, or predicted for ``--target``: build the model for that target (7-bit weights on a saturating
+    one, ``--reduce-range``)."""
     from .recommend import _option_rec
 
-    if not effects.get("hardware_effect"):
-        return None
-    names = ", ".join(effects["saturated_layers"][:5]) or "the integer layers"
-    summary = (f"the {effects['host']} kernels saturate u8×s8 pairs in int16 ({names}): top-1 agreement "
-               f"{effects['real']['top1_agreement']:.3f} with the real kernels vs {effects['qdq']['top1_agreement']:.3f}"
-               f" in the Q/DQ arithmetic; re-quantize for this target (7-bit weights, --reduce-range)")
-    return _option_rec("saturation", "--target", {"target": effects["host"], "reduce_range": True}, context, summary,
-                       {"top1_agreement_qdq": effects["qdq"]["top1_agreement"]})
+    qdq = effects.get("qdq") or {}
+    if effects.get("hardware_effect"):
+        where, now, target = "", effects["real"], effects["host"]
+        names = effects.get("saturated_layers") or []
+        measured = "with the real kernels"
+    else:
+        predicted = effects.get("predicted") or {}
+        if not predicted.get("saturates") or predicted.get("top1_agreement") is None or not qdq or not (
+                qdq.get("top1_agreement", 0) - predicted["top1_agreement"] >= AGREEMENT_GAP
+                or qdq.get("sqnr_db", 0) - predicted["sqnr_db"] >= SQNR_GAP_DB):
+            return None
+        where, now, target = " (predicted by emulation)", predicted, predicted["target"]
+        names = predicted.get("saturated_layers") or []
+        measured = f"predicted on {target}"
+    summary = (f"the {target} kernels saturate u8×s8 pairs in int16{where} ({', '.join(names[:5]) or 'int8 layers'})"
+               f": top-1 agreement {now['top1_agreement']:.3f} {measured} vs {qdq.get('top1_agreement', 0):.3f} in "
+               f"the Q/DQ arithmetic; re-quantize for that target (7-bit weights, --reduce-range)")
+    return _option_rec("saturation", "--target", {"target": target, "reduce_range": True}, context, summary,
+                       {"top1_agreement_qdq": qdq.get("top1_agreement")})

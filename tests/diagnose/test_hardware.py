@@ -72,6 +72,15 @@ def test_saturation_recommendation_names_layers_and_the_target_fix() -> None:
     assert "0.869 with the real kernels vs 0.984" in rec["summary"]
     assert "--target x86-avx2 --reduce-range" in rec["command"] and "reduce_range: true" in rec["yaml"]
     assert saturation_recommendation({**effects, "hardware_effect": False}, {}) is None
+    predicted = {"target": "x86-avx512", "saturates": True, "top1_agreement": 0.9, "sqnr_db": 12.0,
+                 "saturated_layers": ["conv1"]}
+    rec = saturation_recommendation({**effects, "hardware_effect": False, "predicted": predicted,
+                                     "qdq": {"top1_agreement": 0.99, "sqnr_db": 35.0}}, {})
+    assert "x86-avx512 kernels saturate u8×s8 pairs in int16 (predicted by emulation) (conv1)" in rec["summary"]
+    assert "--target x86-avx512 --reduce-range" in rec["command"]
+    close = {**predicted, "top1_agreement": 0.99, "sqnr_db": 34.0}  # within 0.005 and 3 dB: nothing to fix
+    assert saturation_recommendation({**effects, "hardware_effect": False, "predicted": close,
+                                      "qdq": {"top1_agreement": 0.99, "sqnr_db": 35.0}}, {}) is None
 
 
 def test_markdown_reports_the_real_session_first() -> None:
