@@ -11,6 +11,7 @@ Target: overhead < 2 %.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from modelpress.data import load_data
 from modelpress.evaluate.backends import make_runner
 from modelpress.evaluate.latency import LatencyConfig, measure_latency, speedup_ratio
+from modelpress.reports.schema import run_info
 from modelpress.sources import load_model
 
 
@@ -37,8 +39,11 @@ def main() -> None:
     args = parser.parse_args()
     data = load_data("sklearn:digits")
     config = LatencyConfig(warmup_min_calls=50, warmup_min_s=0.2, min_calls=500, min_s=0.5)
-    print(f"threads={args.threads}, rounds={args.rounds}, alternating harness / bare loop per round\n")
-    print(f"| model | batch | bare median ms | harness median ms | overhead | harness/bare ratio 95% CI |")
+    info = run_info("latency-overhead", threads=args.threads)
+    print(f"CPU: {info['cpu']} ({os.cpu_count()} logical cores; flags {' '.join(info['cpu_flags'])}), "
+          f"torch {info['torch']}, threads={args.threads}, rounds={args.rounds}, alternating harness / bare loop "
+          "per round\n")
+    print("| model | batch | bare median ms | harness median ms | overhead | harness/bare ratio 95% CI |")
     print("|---|---|---|---|---|---|")
     for name, batch_size in (("mlp", 1), ("cnn", 32)):
         artifact = load_model(f"zoo:{name}", data=data)

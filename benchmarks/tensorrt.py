@@ -1,13 +1,14 @@
 """TensorRT engines (fp32 / fp16 / int8) vs onnxruntime on CPU, same model, data and thread setting, one run.
 
-Trains zoo:cnn on sklearn digits, exports and verifies ONNX, builds one engine per precision (each verified against
-onnxruntime; a failed verification is reported as a row, not hidden), then evaluates every artifact with the one
+Trains zoo:cnn on sklearn digits, exports and verifies ONNX, builds one engine per precision — fp32, fp16, int8 from
+explicit Q/DQ (the default) and, on TensorRT 10, int8 from the deprecated calibrator — each verified against
+onnxruntime (a failed verification is reported as a row, not hidden), then evaluates every artifact with the one
 evaluator: accuracy, fidelity to the torch model, and latency at batch 1 and 32. TensorRT rows are timed with CUDA
 events, with (``tensorrt+copy``) and without (``tensorrt``) host↔device copies; onnxruntime rows with the host
 clock. Speed-up = ratio of medians vs onnxruntime at the same batch size, with a bootstrap 95 % CI.
 
-Writes ``benchmarks/results/tensorrt-<date>.md`` and prints it. Without TensorRT or a CUDA GPU it prints what is
-missing and exits with code 3.
+Writes ``benchmarks/results/tensorrt-<date>.md`` (or ``--out``) and prints it. Without TensorRT or a CUDA GPU it
+prints what is missing, writes nothing and exits with code 3. It has not been run on a GPU yet.
 
     python benchmarks/tensorrt.py [--threads 1] [--epochs 10] [--precise]
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -66,6 +66,7 @@ def run(tmp: Path, *, threads: int, epochs: int, precise: bool) -> str:
     from modelpress.evaluate.evaluator import EvalConfig, evaluate, predict
     from modelpress.evaluate.latency import LatencyConfig, speedup_ratio
     from modelpress.evaluate.tensorrt_backend import CudaRuntime
+    from modelpress.reports.schema import run_info
     from modelpress.sources import load_model
 
     train, test = load_data("sklearn:digits", split="train"), load_data("sklearn:digits", split="test")
@@ -81,24 +82,30 @@ def run(tmp: Path, *, threads: int, epochs: int, precise: bool) -> str:
 
     onnx_artifact, _ = stage(model, ExportConfig(), "onnx")
     runs = [("onnx", "-", evaluate(onnx_artifact, test, config=config, reference_logits=reference), None)]
-    for precision in ("fp32", "fp16", "int8"):
+    variants = [("fp32", "qdq"), ("fp16", "qdq"), ("int8", "qdq")]
+    if int(trt.__version__.split(".")[0]) < 11:
+        variants.append(("int8", "calibrator"))
+    for precision, int8 in variants:
+        label = f"{precision} {int8}" if precision == "int8" else precision
         try:
-            engine, notes = stage(onnx_artifact, ExportConfig(format="tensorrt", precision=precision), precision)
+            engine, notes = stage(onnx_artifact, ExportConfig(format="tensorrt", precision=precision, trt_int8=int8),
+                                  label.replace(" ", "-"))
         except GateFailed as exc:
-            runs.append(("tensorrt", precision, None, f"verification failed: {exc.format_message()}"))
+            runs.append(("tensorrt", label, None, f"verification failed: {exc.format_message()}"))
             continue
         result = evaluate(engine, test, config=config, reference_logits=reference)
         v = engine.metadata["verification"]
-        runs.append(("tensorrt", precision, result, f"verified: max abs diff {v['max_abs_diff']:.3g}, top-1 "
+        runs.append(("tensorrt", label, result, f"verified: max abs diff {v['max_abs_diff']:.3g}, top-1 "
                                                     f"agreement {v['top1_agreement']:.4f} on {v['n_samples']}"))
 
     base = {bs: runs[0][2].latency_samples[f"onnxruntime::b{bs}"] for bs in (1, 32)}
     gpu = CudaRuntime().device_info()
+    cpu = run_info("tensorrt", threads=threads)["cpu"]
     lines = [
         f"# TensorRT vs onnxruntime (CPU) — {dt.date.today().isoformat()}",
         "",
         f"GPU {gpu['name']} (compute capability {gpu['compute_capability']}), TensorRT {trt.__version__}, "
-        f"onnxruntime {onnxruntime.__version__} on {platform.processor() or platform.machine()}, "
+        f"onnxruntime {onnxruntime.__version__} on {cpu}, "
         f"threads={threads} for every row, {'precise' if precise else 'quick'} latency profile.",
         f"Model zoo:cnn trained {epochs} epochs on sklearn digits; {len(test)} test samples.",
         "",
