@@ -9,6 +9,9 @@ on two small interfaces (:class:`EngineIO` for an engine + execution context, :c
 and events), so tests drive it with numpy fakes. Latency is reported as two rows per batch size: ``tensorrt``
 (CUDA events around ``execute_async_v3`` only: what the GPU spends) and ``tensorrt+copy`` (events around
 host→device copy, execute and device→host copy from pinned buffers: what a caller holding host arrays waits).
+
+None of this has run on a GPU yet: it is written against the TensorRT 10 and cuda-python 12 APIs and exercised only
+through the fakes of tests/tensorrt (tests/tensorrt/test_trt_gpu.py holds the real checks, skipped without a GPU).
 """
 
 from __future__ import annotations
