@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..io import write_text
-from ..metric_schema import Metric, columns
+from ..metric_schema import Metric, columns, section
 from . import plots
 from .fmt import NONE, compact_ms as _ms, finite_number as _num, general, integer as _int
 from .measurements import measurement_tables
@@ -201,7 +201,9 @@ def _details(number: int, stage: Mapping[str, Any]) -> dict[str, Any]:
          "cold": _ms(r.get("cold_start_ms")), "unstable": bool(r.get("unstable"))}
         for r in stage.get("latency") or [] if isinstance(r, Mapping)
     ]
-    reason = (stage.get("metrics") or {}).get("roc_auc_reason")
+    metrics = stage.get("metrics") if isinstance(stage.get("metrics"), Mapping) else {}
+    undefined = [f"{m.label} undefined: {metrics[m.key + '_reason']}" for m in section("metrics")
+                 if metrics.get(m.key) is None and metrics.get(m.key + "_reason")]
     return {
         "number": number,
         "name": str(stage.get("name", "")),
@@ -210,7 +212,7 @@ def _details(number: int, stage: Mapping[str, Any]) -> dict[str, Any]:
                     f"sha256 {str(artifact.get('sha256') or NONE)[:12]})" if artifact else NONE,
         "params": [(str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str))
                    for k, v in params.items()],
-        "notes": [str(n) for n in stage.get("notes") or []] + ([f"ROC-AUC undefined: {reason}"] if reason else []),
+        "notes": [str(n) for n in stage.get("notes") or []] + undefined,
         "latency": latency,
         "explain": _explain(stage),
     }

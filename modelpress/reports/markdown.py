@@ -14,8 +14,8 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..metric_schema import Metric, columns, section
-from .fmt import NONE, binary_bytes, finite_number as _num, percent, significant
+from ..metric_schema import Metric, columns, format_delta, section
+from .fmt import NONE, binary_bytes, finite_number as _num, general, percent, significant
 
 __all__ = ["md_escape", "render_markdown"]
 
@@ -200,7 +200,7 @@ def _change_vs_first(m: Metric, value: Any, base: Any) -> str:
     if this is None or ref is None:
         return ""
     if m.unit == "fraction":
-        return f" ({(this - ref) * 100:+.2f} pts)"
+        return f" ({format_delta(m.unit, ref, this)})"
     if m.unit in ("bytes", "count", "ms", "s") and ref > 0:
         return f" ({_ratio(this / ref)}× {md_escape(m.label)})"
     return ""
@@ -459,8 +459,7 @@ def _sig(value: Any, *, digits: int = 3) -> str:
 
 def _general(value: Any) -> str:
     """Gate thresholds and values have no fixed unit: 4 significant digits, trailing zeros dropped."""
-    number = _num(value)
-    return _text(value) if number is None else f"{number:.4g}"
+    return general(value) if _num(value) is not None else _text(value)
 
 
 def _ms(value: Any, *, unit: bool = True) -> str:

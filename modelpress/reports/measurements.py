@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..metric_schema import metric
+from ..metric_schema import format_delta, metric
 from .fmt import NONE, compact_bytes as _bytes, compact_s as _seconds, finite_number as _num, number_or_dash
 from .fmt import integer as _int, percent as _pct, plain_text as _str
 
@@ -123,5 +123,4 @@ def _fixed(value: Any) -> str:
 
 
 def _delta_pts(value: Any, base: float | None) -> str:
-    number = _num(value)
-    return "" if number is None or base is None else f" ({(number - base) * 100:+.2f} pts)"
+    return "" if _num(value) is None or base is None else f" ({format_delta('fraction', base, value)})"
