@@ -2,6 +2,10 @@
 
 One call measures, on the same input batch and thread count:
 
+0. for an INT8 ONNX candidate, the kernels that run first (:mod:`.hardware`): the real onnxruntime session's
+   agreement with the reference and each layer's real-kernel SQNR beside the exact Q/DQ arithmetic — on a CPU
+   without VNNI they differ where u8×s8 pairs saturate, and the layers are named — and, with ``config.target``,
+   the outputs predicted on another CPU kind by emulating its integer arithmetic (result key ``"kernels"``);
 1. where the time goes — per-operator profiles of the candidate and the reference (:mod:`.profile`), the Q/DQ
    pairs of the graph against the int8 kernels that really ran, and the layers that stayed FP32;
 2. where the error comes from — each layer's output against the reference's, ranked by the noise it adds
