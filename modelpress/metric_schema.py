@@ -6,6 +6,17 @@ them and forgetting one went unnoticed. The Markdown and HTML reports, ``compare
 paired statistics, TensorBoard and quantize's accuracy target read :data:`METRICS` instead: adding a metric is one
 ``Metric(...)`` line here plus the code that computes it (``tests/reports/test_metric_everywhere.py`` proves it).
 
+Adding a metric, worked example (the Brier score of a stage's probabilities)::
+
+    # here, in the _declare(...) list: a summary column after ROC-AUC, lower is better, 3 significant digits
+    Metric("brier_score", "metrics", "Brier score", "value", False, column=3),
+    # and in evaluate/metrics.py, the code that computes it: out["brier_score"] = ...
+
+report.md then shows it as a summary column and in each stage's Metrics list, report.html as a column, ``compare``
+as a row with its change, TensorBoard as ``metrics/brier_score``. A ``gate=`` needs the gate's field in
+:class:`~modelpress.reports.gates.GateConfig`; ``paired_test="bootstrap"`` needs its weighted form in
+:func:`~modelpress.reports.stats.weighted_metric`.
+
 The number formatters live here too, on the lowest floor (no imports from modelpress but errors and the registry),
 so that compress/, evaluate/ and reports/ can all read them; :mod:`modelpress.reports.fmt` re-exports them for the
 renderers and adds only what is about text, not numbers.
