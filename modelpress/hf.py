@@ -203,10 +203,11 @@ def is_hf_model(ref: str) -> str | None:
     manifest = folder / "manifest.json" if folder.is_dir() else None
     if manifest is not None and manifest.is_file():
         try:
-            builder = json.loads(manifest.read_text(encoding="utf-8")).get("builder") or {}
-        except (OSError, ValueError):
-            return None
-        built = str(builder.get("ref", ""))
+            doc = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None  # the loader reports a broken manifest properly; this is only a tokenizer hint
+        builder = doc.get("builder") if isinstance(doc, dict) else None
+        built = str(builder.get("ref", "")) if isinstance(builder, dict) else ""
         return built if built.startswith("hf:") else None
     return None
 

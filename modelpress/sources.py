@@ -187,6 +187,7 @@ def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
                                  hint="hf: builders take n_classes (int) and attn (eager or sdpa)")
         if kwargs.get("attn", "eager") not in _ATTN:
             raise InputError(f"{where}: hf builder attn={kwargs['attn']!r}", hint=f"use one of {_ATTN}")
+        _check_hf_target(ref, where)
         return builder
     if not PY_REF.match(ref):
         raise InputError(f"{where}: builder {ref!r} is not one of modelpress's builders (zoo:NAME, hf:DIR) "
@@ -198,6 +199,23 @@ def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
             hint=f"if you trust it, name it yourself: --model-code {ref} (or pass --trust-code)",
         )
     return builder
+
+
+def _check_hf_target(ref: str, where: str) -> None:
+    """``hf:NAME`` resolves to a folder, or to an installed model package that ``hf.py`` would *import*. From a
+    file, a package is accepted only when it is one (a ``model/config.json`` beside its ``__init__``), found with
+    ``importlib.util.find_spec``, which runs no module code: ``hf:antigravity`` must not open a browser."""
+    import importlib.util
+
+    name = ref.split(":", 1)[1]
+    if not name or Path(name).is_dir():
+        return
+    module_name = name.replace("-", "_")
+    spec = importlib.util.find_spec(module_name) if module_name.isidentifier() else None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not any((Path(f) / "model" / "config.json").is_file() for f in folders):
+        raise InputError(f"{where}: builder {ref} is neither a model folder nor an installed model package; "
+                         f"it was not imported")
 
 
 def _plain_json(value: Any, depth: int = 0) -> bool:
@@ -297,6 +315,8 @@ def _build(builder: dict[str, Any], *, seed: int = 0) -> Any:
             except Exception as exc:  # a manifest's widths are user input: a bad one is exit 2, not a crash
                 raise InputError(f"{ref} cannot be built with {kwargs} ({_first_line(exc)})") from None
         elif ref.startswith("hf:"):
+            if "hf" not in _SCHEMES:
+                from . import hf  # noqa: F401  (registers the hf: source; an artifact folder may come first)
             module = _SCHEMES["hf"].build(builder)  # type: ignore[attr-defined]
         else:
             if not _CODE_TRUST.get().allows(ref):  # the one place a factory is called: never one nobody named

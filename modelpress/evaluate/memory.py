@@ -161,7 +161,8 @@ def measure_memory(artifact: ModelArtifact, data: Dataset, *, backends: Sequence
             np.savez(batch_path, **{k: np.ascontiguousarray(np.concatenate([v] * reps)[: int(bs)])
                                     for k, v in data.inputs.items()})
             for backend in backends:
-                row = _run_child(ref, backend, batch_path, threads=threads, repeat=repeat, timeout_s=timeout_s)
+                row = _run_child(ref, backend, batch_path, threads=threads, repeat=repeat, timeout_s=timeout_s,
+                                 code=str((artifact.builder or {}).get("ref", "")))
                 rows.append({"backend": backend, "batch_size": int(bs), "threads": threads, "repeat": repeat, **row})
     return {"weight_bytes": weight_bytes(artifact), "method": METHOD, "rows": rows}
 
@@ -181,12 +182,19 @@ def _saved_reference(artifact: ModelArtifact, scratch: Path) -> str:
     return str(scratch / "model")
 
 
-def _run_child(ref: str, backend: str, batch: Path, *, threads: int, repeat: int, timeout_s: float) -> dict[str, Any]:
+def _run_child(ref: str, backend: str, batch: Path, *, threads: int, repeat: int, timeout_s: float,
+               code: str = "") -> dict[str, Any]:
+    """Measure in a child. ``code``: the builder this process already ran for the artifact; the child may rebuild
+    the saved folder with it (a new process starts with no trusted code, SECURITY.md)."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, MODELPRESS_QUIET="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", "modelpress.evaluate.memory", "--model", ref, "--backend", backend,
                "--batch", str(batch), "--threads", str(threads), "--repeat", str(repeat)]
+    from ..sources import code_ref
+
+    if code_ref(code):
+        command += ["--model-code", code]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired:
@@ -238,9 +246,13 @@ def _child_main(argv: Sequence[str]) -> int:
     parser.add_argument("--batch", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model-code", action="append", default=[])
     args = parser.parse_args(list(argv))
+    from ..sources import trusted_code
+
     try:
-        row = _child(args.model, args.backend, args.batch, args.threads, args.repeat)
+        with trusted_code(args.model_code):
+            row = _child(args.model, args.backend, args.batch, args.threads, args.repeat)
     except ModelpressError as exc:
         print(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
         return exc.exit_code

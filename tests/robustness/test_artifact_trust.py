@@ -162,6 +162,7 @@ def test_trust_does_not_outlive_the_command(run_cli, factory_artifact, tmp_path)
     ({"ref": "zoo:mlp", "kwargs": {"input_shape": [4], "n_classes": 3, "hidden": [-5]}}, "cannot be built"),
     ({"ref": "hf:x", "kwargs": {"trust_remote_code": True}}, "trust_remote_code=True is not allowed"),
     ({"ref": "/bin/sh -c id"}, "is not one of modelpress's builders"),
+    ({"ref": "hf:antigravity", "kwargs": {"n_classes": 3}}, "is neither a model folder nor an installed model"),
     ({"ref": "zoo:mlp", "kwargs": {}, "exec": "x"}, "unknown builder keys ['exec']"),
     ({"ref": "zoo:mlp", "shapes": {"0.weight": ["x"]}}, "builder.shapes must map"),
     ("zoo:mlp", "builder must be an object"),
@@ -173,6 +174,7 @@ def test_builder_records_are_validated(clean_artifact, tmp_path, builder, messag
     art = _tampered(clean_artifact, tmp_path / "art", builder)
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_model(str(art))
+    assert "antigravity" not in sys.modules
 
 
 def test_tampered_or_swapped_weights_are_refused(run_cli, clean_artifact, tmp_path):
@@ -203,3 +205,25 @@ def test_version_1_manifest_loads_with_a_note(run_cli, clean_artifact, tmp_path)
     r = run_cli("evaluate", art, "--data", "sklearn:iris", "--no-latency", "--out", tmp_path / "r")
     assert r.exit_code == 0, r.stderr
     assert "note: " in r.stderr and "version-1 manifest without file hashes" in r.stderr
+
+
+@pytest.mark.parametrize("text", ["[]", "[" * 100_000 + "]" * 100_000, '{"manifest_version": 2, "builder": 5}', "\x00"],
+                         ids=["list", "deep", "builder-int", "binary"])
+@pytest.mark.parametrize("command", ["evaluate", "quantize"])
+def test_manifest_that_is_not_a_manifest(run_cli, clean_artifact, tmp_path, text, command):
+    art = tmp_path / "art"
+    shutil.copytree(clean_artifact, art)
+    (art / "manifest.json").write_text(text)
+    r = run_cli(*_commands(art, tmp_path)[command])
+    assert r.exit_code == 2, r.stderr
+    assert "manifest.json" in r.stderr and "unexpected" not in r.stderr
+
+
+def test_memory_child_rebuilds_what_the_parent_trusted(run_cli, factory_artifact, bait_module, tmp_path,
+                                                      monkeypatch):
+    """--memory measures in a fresh process, which trusts nothing: the parent passes on the factory it ran."""
+    monkeypatch.setenv("PYTHONPATH", str(bait_module.parent))
+    r = run_cli("evaluate", factory_artifact, "--data", "sklearn:iris", "--no-latency", "--memory", "--batch-size",
+                "1", "--backend", "torch", "--model-code", f"{BAIT}:make", "--out", tmp_path / "m")
+    sys.modules.pop(BAIT, None)
+    assert r.exit_code == 0, r.stderr
