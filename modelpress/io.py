@@ -79,8 +79,11 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as handle:
             yield handle
             handle.flush()
-            os.fchmod(handle.fileno(), file_mode())
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), file_mode())
             os.fsync(handle.fileno())
+        if not hasattr(os, "fchmod"):  # Windows before Python 3.13: only the read-only bit exists there anyway
+            os.chmod(tmp_name, file_mode())
         os.replace(tmp_name, target)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
