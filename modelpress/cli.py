@@ -112,11 +112,11 @@ def _artifact_output_options(fn: Any) -> Any:
                         help="Artifact folder to write.")(fn)
 
 
-def _prepare_output_folder(out: Path, inputs: Sequence[str], *, force: bool) -> None:
+def _prepare_output_folder(out: Path, inputs: Sequence[str | None], *, force: bool) -> None:
     """Refuse an output equal to an input, a non-empty folder (without --force) or a read-only place."""
-    from .pipeline import check_output_folder
+    from .pipeline import check_output_folder, refuse_inside_inputs
 
-    _refuse_inside_inputs(out, inputs, option="-o")
+    refuse_inside_inputs(out, inputs, option="-o")
     check_output_folder(out, option="-o")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InputError(f"output folder {out} exists and is not empty", hint="choose another -o or pass --force")
@@ -126,30 +126,12 @@ def _prepare_output_folder(out: Path, inputs: Sequence[str], *, force: bool) -> 
         raise InputError(f"cannot write to {parent} (read-only)", hint="choose another -o folder")
 
 
-def _refuse_inside_inputs(out: Path, inputs: Sequence[str | None], *, option: str) -> None:
-    """One rule for every command that writes: an output may not be an input, contain one, or lie inside one."""
-    resolved = out.resolve()
-    for ref in inputs:
-        if not ref:
-            continue
-        candidate = Path(str(ref).split("@", 1)[0])
-        if not candidate.exists():
-            continue
-        inp = candidate.resolve()
-        if inp == resolved or resolved in inp.parents:
-            how = "is" if inp == resolved else "contains"
-            raise InputError(f"output {out} {how} the input {ref}", hint=f"choose another {option} folder")
-        if inp.is_dir() and inp in resolved.parents:
-            raise InputError(f"output {out} is inside the input {ref}",
-                             hint=f"choose an {option} folder outside the input")
-
-
 def _prepare_report_folder(folder: Path, inputs: Sequence[str | None], *, force: bool) -> None:
     """evaluate/explain: OUT/NAME must be a folder outside every input; an earlier report there needs --force."""
-    from .pipeline import check_output_folder
+    from .pipeline import check_output_folder, refuse_inside_inputs
     from .reports import REPORT_FILENAME
 
-    _refuse_inside_inputs(folder, inputs, option="--out")
+    refuse_inside_inputs(folder, inputs, option="--out")
     check_output_folder(folder)
     if (folder / REPORT_FILENAME).exists() and not force:
         raise InputError(f"{folder} already holds a report", hint="pass --force to replace it, or choose --name/--out")
@@ -184,7 +166,7 @@ def _run_single_stage(config: Any, model: str, *, data: str | None, weights: str
     from .pipeline import DataSpec, load_run_data
     from .sources import load_model
 
-    _prepare_output_folder(out, [model, *extra_inputs], force=force)
+    _prepare_output_folder(out, [model, *extra_inputs, weights, data], force=force)
     run_data = load_run_data(DataSpec(eval=data, label_column=label_column), need_train=True) if data else None
     eval_data = run_data.eval if run_data else None
     artifact = load_model(model, data=eval_data, weights=weights, trust_checkpoint=trust_checkpoint)

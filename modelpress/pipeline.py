@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,12 @@ def execute_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) 
         return _execute(spec, out_dir=Path(out_dir), resume=resume)
 
 
+def _inputs(spec: PipelineSpec) -> list[str | None]:
+    return [*spec.named_code(), spec.weights, spec.data.eval, spec.data.train, spec.data.calibration]
+
+
 def _execute(spec: PipelineSpec, *, out_dir: Path, resume: bool) -> RunOutcome:
+    refuse_inside_inputs(out_dir, _inputs(spec))
     _check_run_folder(out_dir)
     if spec.tensorboard:
         from .evaluate.tensorboard import require_tensorboard
@@ -186,6 +191,7 @@ def plan_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) -> 
     """Validate everything a run would (data loads and is non-empty, the model loads and fits the data) and say
     which stages a run would reuse from ``out_dir`` and which it would compute. Writes nothing."""
     out_dir = Path(out_dir)
+    refuse_inside_inputs(out_dir, _inputs(spec))
     _check_run_folder(out_dir)
     data = load_run_data(spec.data, need_train=bool(spec.stages))
     with trusted_code(spec.named_code()):
@@ -554,6 +560,25 @@ def _commit(partial: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(partial, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def refuse_inside_inputs(out: Path, inputs: Sequence[str | None], *, option: str = "--out") -> None:
+    """One rule for every command that writes: an output may not be an input, contain one, or lie inside one
+    (``prune ART -o ART/sub`` would write into the artifact it reads)."""
+    resolved = Path(out).resolve()
+    for ref in inputs:
+        if not ref:
+            continue
+        candidate = Path(str(ref).split("@", 1)[0])
+        if not candidate.exists():
+            continue
+        inp = candidate.resolve()
+        if inp == resolved or resolved in inp.parents:
+            how = "is" if inp == resolved else "contains"
+            raise InputError(f"output {out} {how} the input {ref}", hint=f"choose another {option} folder")
+        if inp.is_dir() and inp in resolved.parents:
+            raise InputError(f"output {out} is inside the input {ref}",
+                             hint=f"choose an {option} folder outside the input")
 
 
 def check_output_folder(folder: Path, *, option: str = "--out") -> None:

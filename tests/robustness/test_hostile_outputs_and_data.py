@@ -95,6 +95,11 @@ def test_5_output_inside_the_input_is_refused(run_cli, iris_artifact, tmp_path, 
     assert sorted(p.name for p in art.rglob("*")) == before
     r = run_cli("evaluate", art, *IRIS, "--no-latency", "--out", art)
     _one_line(r, 2, f"is inside the input {art}")
+    (tmp_path / "p.yaml").write_text(f"name: p\nmodel: {art}\ndata: {{eval: sklearn:iris}}\nstages: []\n")
+    for extra in ([], ["--dry-run"]):
+        r = run_cli("run", tmp_path / "p.yaml", "--out", art, *extra)
+        _one_line(r, 2, f"is inside the input {art}")
+    assert sorted(p.name for p in art.rglob("*")) == before
 
 
 def test_6_onnx_input_with_type_but_no_shape(run_cli, tmp_path):
