@@ -16,6 +16,7 @@ of saturated u8×s8 pair sums, on the first 360 test samples.
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 from pathlib import Path
 
@@ -64,7 +65,6 @@ def validate(folder: Path) -> None:
 
     from modelpress.runtime.emulate import emulate_outputs, ort_integer_outputs
     from modelpress.runtime.target import TARGETS, host_features, target_for_features
-    import platform
 
     host = target_for_features(host_features(), platform.machine())
     x = np.load(folder / "test.npz")["x"][:360]  # the first 360 test samples (the README table)
