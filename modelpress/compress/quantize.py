@@ -522,9 +522,12 @@ def _guard(fp32: Path, quantized: Path, artifact: ModelArtifact, config: Quantiz
     elif host.saturates and not target.kernels_match(host) and config.weight_type == "int8":
         hint = (f"this host ({host.name}) saturates u8×s8 pairs and {target.name} does not; check on a "
                 f"{target.name} CPU, or build for this host with --target auto")
-    else:
+    elif config.mode == "static":
         hint = ("keep the most sensitive layers in FP32 (--accuracy-tolerance), try --calibrate entropy or "
                 "percentile, or --mode dynamic; --no-guard writes it anyway")
+    else:
+        hint = ("keep the most sensitive layers in FP32 (--accuracy-tolerance), or lower --min-agreement for a "
+                "model whose top classes are near ties; --no-guard writes it anyway")
     raise GateFailed(f"quantized model refused: {'; '.join(failures)} {where}", hint=hint)
 
 
