@@ -46,6 +46,9 @@ def test_pipeline_yaml_quantize_stage_lands_in_report(run_cli, tmp_path):
     stage = report["stages"][-1]
     assert stage["kind"] == "quantize" and stage["params"]["op_types"] == ["Conv", "Gemm"]
     assert any(n.startswith("quantized static (minmax, qdq)") for n in stage["notes"])
+    host = stage["quantization"]["target"]["host"]  # target: auto is the host, in report.json and in the notes
+    assert stage["quantization"]["target"]["name"] == host and stage["params"]["target"] == "auto"
+    assert any(n.startswith(f"target {host} (the host)") for n in stage["notes"])
     assert stage["fidelity"]["top1_agreement"] >= 0.9
     trained = report["stages"][-2]
     assert trained["kind"] == "train"
