@@ -117,9 +117,10 @@ def kernel_effects(candidate_path: str | Path, reference_path: str | Path, data:
             return 0.0
         return row["real_noise_added"] - row["qdq_noise_added"]
 
-    saturated = sorted((n for n, row in layers.items() if (row["saturated_pairs"] or 0) > 0 or
-                        (effect and excess(n) > 1e-4)),
-                       key=lambda n: (-(layers[n]["saturated_pairs"] or 0), -excess(n), n))
+    if host_clipped:  # counted: the layers whose own pair sums saturate (not those that inherit the noise)
+        saturated = sorted((n for n, share in host_clipped.items() if share > 0), key=lambda n: (-host_clipped[n], n))
+    else:  # no count (the host is not a saturating kind): the layers adding more noise with the real kernels
+        saturated = sorted((n for n in layers if effect and excess(n) > 1e-4), key=lambda n: (-excess(n), n))
     predicted = None
     if target is not None:
         if not integer_outputs:
