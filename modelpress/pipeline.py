@@ -531,7 +531,7 @@ def _folder_digest(folder: Path) -> str:
         if rel == MANIFEST:
             try:
                 manifest = read_json(path)
-            except InputError:  # damaged: hash the bytes, so the cache record no longer matches
+            except (InputError, RecursionError):  # damaged: hash the bytes, so the cache record no longer matches
                 manifest = sha256_file(path)
             if isinstance(manifest, dict):
                 manifest.pop("metadata", None)

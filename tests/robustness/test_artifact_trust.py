@@ -227,3 +227,22 @@ def test_memory_child_rebuilds_what_the_parent_trusted(run_cli, factory_artifact
                 "1", "--backend", "torch", "--model-code", f"{BAIT}:make", "--out", tmp_path / "m")
     sys.modules.pop(BAIT, None)
     assert r.exit_code == 0, r.stderr
+
+
+def test_tampered_stage_folder_in_a_cached_run_never_runs(run_cli, tmp_path):
+    """A run folder restored from a CI cache is data too: a resumed run recomputes or refuses, never runs it."""
+    spec = tmp_path / "p.yaml"
+    spec.write_text("name: p\nmodel: zoo:mlp\nmodel_kwargs: {hidden: [8]}\ndata: {eval: sklearn:iris}\n"
+                    "evaluate: {latency: false}\n"
+                    "stages:\n  - type: prune\n    method: magnitude\n    amount: 0.5\n")
+    assert run_cli("run", spec, "--out", tmp_path / "runs").exit_code == 0
+    stage = next((tmp_path / "runs" / "p" / "stages").glob("01-*"))
+    marker = tmp_path / "PWNED"
+    manifest = json.loads((stage / "manifest.json").read_text())
+    manifest["builder"] = {"ref": "subprocess:call", "kwargs": {"args": ["touch", str(marker)]}}
+    (stage / "manifest.json").write_text(json.dumps(manifest))
+    r = run_cli("run", spec, "--out", tmp_path / "runs")
+    assert r.exit_code in (0, 2), r.stderr
+    assert not marker.exists()
+    reloaded = json.loads((stage / "manifest.json").read_text())
+    assert r.exit_code == 2 or reloaded["builder"]["ref"] == "zoo:mlp"

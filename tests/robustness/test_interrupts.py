@@ -105,7 +105,8 @@ def test_full_disk_keeps_earlier_results_and_says_so(tmp_path, run_cli, trained_
         assert first.exit_code == 0, first.stderr
         before = (disk / "r" / "report.json").read_bytes()
         (disk / "filler").write_bytes(b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - 4096))
-        second = run_cli("evaluate", folder, "--data", "sklearn:digits", "--no-latency", "--out", disk, "--name", "r")
+        second = run_cli("evaluate", folder, "--data", "sklearn:digits", "--no-latency", "--out", disk, "--name", "r",
+                         "--force")
         assert second.exit_code != 0
         assert "no space left writing" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
