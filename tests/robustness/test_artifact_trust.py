@@ -97,7 +97,7 @@ def test_subprocess_payload_never_runs(run_cli, clean_artifact, tmp_path, comman
     assert "subprocess" not in imported
 
 
-@pytest.mark.parametrize("command", ["evaluate", "export", "distill-student", "run-dry"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_unnamed_factory_is_not_even_imported(run_cli, clean_artifact, bait_module, tmp_path, command):
     art = _tampered(clean_artifact, tmp_path / "art", {"ref": f"{BAIT}:make", "kwargs": {}})
     r = run_cli(*_commands(art, tmp_path)[command])
