@@ -848,10 +848,11 @@ def quantize(model: str, mode: str, engine: str, calibration_ref: str | None, ca
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON on stdout.")
 @click.option("--target", type=click.Choice(TARGET_NAMES),
               help="Also predict an INT8 model's outputs on this CPU kind by emulating its integer kernels.")
+@click.option("--force", is_flag=True, help="Replace an earlier report in OUT/NAME/.")
 @_trust_option
 def explain_command(model: str, reference: str, data_ref: str, weights: str | None, threads: int, batch_size: int,
                     samples: int, runs: int, fp16: bool, label_column: str, name: str | None, out: Path,
-                    as_json: bool, target: str | None, trust_checkpoint: bool) -> None:
+                    as_json: bool, target: str | None, force: bool, trust_checkpoint: bool) -> None:
     """Explain why MODEL is slower or less accurate than REFERENCE, layer by layer.
 
     First the real onnxruntime session's agreement with REFERENCE (the kernels of this CPU) beside the exact Q/DQ
@@ -876,6 +877,7 @@ def explain_command(model: str, reference: str, data_ref: str, weights: str | No
     config = ExplainConfig(threads=threads, batch_size=batch_size, samples=samples, runs=runs, fp16_baseline=fp16,
                            target=target)
     run_name = name or "explain-" + _slug(model)
+    _prepare_report_folder(out / run_name, [model, reference, weights, data_ref], force=force)
     result, paths = run_explain(model, reference, data_ref, out_dir=out / run_name, name=run_name, config=config,
                                 weights=weights, label_column=label_column, trust_checkpoint=trust_checkpoint)
     if as_json:

@@ -147,6 +147,15 @@ def test_8_evaluate_does_not_replace_a_report_without_force(run_cli, tmp_path):
     assert run_cli(*args, "--force").exit_code == 0
 
 
+def test_8_explain_follows_the_same_rule(run_cli, tmp_path):
+    folder = tmp_path / "r" / "same"
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text("{}")
+    r = run_cli("explain", "zoo:mlp", "--reference", "zoo:mlp", *IRIS, "--out", tmp_path / "r", "--name", "same")
+    _one_line(r, 2, f"{folder} already holds a report; pass --force to replace it")
+    assert (folder / "report.json").read_text() == "{}"
+
+
 def test_9_hash_in_an_existing_file_name(run_cli, tmp_path):
     folder = tmp_path / "dír"
     folder.mkdir()
