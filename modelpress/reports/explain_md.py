@@ -47,8 +47,13 @@ def explain_lines(explain: Mapping[str, Any], *, level: int = 3) -> list[str]:
     from .markdown import md_escape
 
     view = explain_view(explain)
-    lines = [f"{'#' * level} {md_escape(view['title'])}", "", f"**Speed:** {md_escape(view['speed'])}", ""]
-    for table in view["tables"]:
+    lines = [f"{'#' * level} {md_escape(view['title'])}", ""]
+    speed = ["**Speed:** " + md_escape(view["speed"]), ""]
+    first = [t for t in view["tables"] if t.get("first")]  # the real session's agreement leads, then the speed
+    for table in [*first, speed, *(t for t in view["tables"] if not t.get("first"))]:
+        if isinstance(table, list):
+            lines += table
+            continue
         lines += [f"**{md_escape(table['title'])}**", "",
                   "| " + " | ".join(md_escape(h) for h in table["headers"]) + " |",
                   "|" + "|".join("---" for _ in table["headers"]) + "|",
@@ -89,7 +94,7 @@ def _kernels(explain: Mapping[str, Any]) -> dict[str, Any] | None:
         if isinstance(row, Mapping) and row.get("top1_agreement") is not None:
             rows.append([label, _pct(row.get("top1_agreement")), _f(row.get("cosine"), 4), _db(row.get("sqnr_db"))])
     return {"title": f"Agreement with the reference ({_i(kernels.get('n_samples'))} samples)",
-            "headers": ["outputs", "top-1 agreement", "cosine", "SQNR"], "rows": rows, "footer": ""}
+            "headers": ["outputs", "top-1 agreement", "cosine", "SQNR"], "rows": rows, "footer": "", "first": True}
 
 
 def _kernel_facts(explain: Mapping[str, Any]) -> list[str]:

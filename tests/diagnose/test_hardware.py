@@ -91,7 +91,7 @@ def test_markdown_reports_the_real_session_first() -> None:
                              "saturated_layers": []}}
     text = explain_markdown({"kernels": kernels, "reference": {"source": "fp32"}})
     first_table = text.index("**Agreement with the reference (360 samples)**")
-    assert first_table < text.index("**Recommendations") and "| real onnxruntime kernels (x86-avx2, this CPU) | " \
+    assert first_table < text.index("**Speed:**") < text.index("**Recommendations") and "| real onnxruntime kernels (x86-avx2, this CPU) | " \
         "86.9%" in text.replace(" %", "%")
     assert "| predicted on x86-vnni (emulated) |" in text
     assert "saturate in int16 on x86-avx2 in: conv1" in text
