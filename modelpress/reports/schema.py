@@ -204,7 +204,29 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"cannot read {target} ({exc.strerror or exc})") from None
     except RecursionError:
         raise InputError(f"{target} is not valid JSON (nested too deeply)") from None
+    bad = _first_non_finite(report, "")
+    if bad is not None:  # json accepts NaN/Infinity; modelpress writes null, so someone edited the file
+        shown = {"inf": "Infinity", "-inf": "-Infinity"}.get(str(bad[1]), "NaN")
+        raise InputError(f"{target}: {bad[0] or 'the report'} is {shown}, not a finite number",
+                         hint="modelpress writes null for an undefined value; restore or regenerate the report")
     return validate_report(report, source=str(target))
+
+
+def _first_non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """The key path and value of the first NaN/±Infinity in a parsed JSON document, else None (iterative: a
+    report is bounded in size, but not in nesting)."""
+    import math
+
+    stack = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return where, item
+        if isinstance(item, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 def _validate_stage(stage: Any, *, number: int, source: str) -> None:

@@ -195,3 +195,18 @@ def test_10_coerced_inputs_leave_notes_in_the_report(run_cli, tmp_path):
                 "--no-latency", "--out", tmp_path / "r", "--name", "b")
     assert r.exit_code == 0, r.stderr
     assert "tensors converted (float16 → float32) to the model's dtype" in r.stderr
+
+
+@pytest.mark.parametrize("value, shown", [("Infinity", "Infinity"), ("NaN", "NaN"), ("-Infinity", "-Infinity")])
+def test_10_non_finite_numbers_in_a_report(run_cli, tmp_path, value, shown):
+    """json accepts NaN/Infinity but modelpress writes null: an edited report is named, not "has no accuracy"."""
+    assert run_cli("evaluate", "zoo:mlp", *IRIS, "--no-latency", "--out", tmp_path, "--name", "a").exit_code == 0
+    path = tmp_path / "a" / "report.json"
+    text = path.read_text()
+    doc = json.loads(text)
+    accuracy = doc["stages"][0]["metrics"]["accuracy"]
+    path.write_text(text.replace(f'"accuracy": {json.dumps(accuracy)}', f'"accuracy": {value}', 1))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for args in (["report", tmp_path / "a"], ["compare", tmp_path / "b", tmp_path / "a"]):
+        r = run_cli(*args)
+        _one_line(r, 2, f"stages[0].metrics.accuracy is {shown}, not a finite number")
