@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Dataset
+from ..errors import InputError
 from ..runtime.target import Target, detect_host
 
 #: A hardware effect: the real kernels' top-1 agreement is this much below the Q/DQ arithmetic's …
@@ -94,8 +95,12 @@ def kernel_effects(candidate_path: str | Path, reference_path: str | Path, data:
     integer_outputs = ort_integer_outputs(model, ort_optimized_graph(model))
     feeds = _feeds(model, data, batch_size)
     host_clipped: dict[str, float] = {}
+    skipped = None
     if host.saturates and integer_outputs:
-        _, host_clipped = _emulate(model, host, feeds, integer_outputs)
+        try:
+            _, host_clipped = _emulate(model, host, feeds, integer_outputs)
+        except InputError as exc:  # an op the emulation does not cover: the real-kernel numbers still stand
+            skipped = exc.message
     qdq_out, real_out = qdq.get("output") or {}, real["output"]
     effect = bool(qdq_out) and (
         (qdq_out.get("top1_agreement", 0) - real_out["top1_agreement"] >= AGREEMENT_GAP)
@@ -123,10 +128,17 @@ def kernel_effects(candidate_path: str | Path, reference_path: str | Path, data:
         saturated = sorted((n for n in layers if effect and excess(n) > 1e-4), key=lambda n: (-excess(n), n))
     predicted = None
     if target is not None:
-        if not integer_outputs:
-            predicted = {"target": target.name, "skipped": "the model has no integer kernels to emulate"}
+        if not integer_outputs or skipped:
+            predicted = {"target": target.name,
+                         "skipped": skipped or "the model has no integer kernels to emulate"}
         else:
-            logits, clipped = _emulate(model, target, feeds, integer_outputs)
+            try:
+                logits, clipped = _emulate(model, target, feeds, integer_outputs)
+            except InputError as exc:
+                logits, clipped, skipped = None, {}, exc.message
+        if predicted is None and skipped:
+            predicted = {"target": target.name, "skipped": skipped}
+        elif predicted is None:
             ref_logits = _reference_logits(Path(reference_path), feeds, threads)
             predicted = {"target": target.name, "saturates": target.saturates, "n_samples": len(logits),
                          **_output_stats(ref_logits, logits),
@@ -137,7 +149,7 @@ def kernel_effects(candidate_path: str | Path, reference_path: str | Path, data:
             "real": {k: real_out[k] for k in ("top1_agreement", "cosine", "sqnr_db")},
             "qdq": {k: qdq_out.get(k) for k in ("top1_agreement", "cosine", "sqnr_db")},
             "hardware_effect": effect, "saturated_layers": saturated if (effect or host.saturates) else [],
-            "layers": layers, "predicted": predicted}
+            "layers": layers, "predicted": predicted, "emulation_skipped": skipped}
 
 
 def saturation_recommendation(effects: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:

@@ -11,11 +11,11 @@ Order of the reduction axis (the pairs): MatMul/Gemm reduce over K in memory ord
 ``MlasGemmU8S8CopyPackBAvx2`` keeps 4 consecutive k per column; ``vpmaddubsw`` pairs k, k+1). ``QLinearConv`` runs
 channels-last: its im2col rows are ``(kh, kw, c)`` with the input channel fastest, so pairs are adjacent input
 channels at one kernel tap (and consecutive taps when a group has a single channel). Depthwise convolutions
-(``MlasConvDepthwise``, which widens to int16 first) are treated as exact: not yet validated on a real AVX2 CPU. u8×u8 kernels (U8U8) use ``vpmaddwd`` on
-int16 and are exact too, and so is ``ConvInteger`` (dynamic quantization of Conv; measured). An int8 activation is
-shifted to uint8 (+128, onnxruntime's ``QDQS8ToU8`` rewrite) on x86. These were checked against the real kernels:
-this module's outputs match onnxruntime natively on an AVX-512 VNNI CPU (Sapphire Rapids) and under ``qemu-x86_64
--cpu max`` (AVX2, no VNNI), see tests/runtime/test_emulate.py.
+(``MlasConvDepthwise``, which widens to int16 first) are treated as exact: not yet validated on a real AVX2 CPU.
+u8×u8 kernels (U8U8) use ``vpmaddwd`` on int16 and are treated as exact (from the kernel, not measured here);
+``ConvInteger`` (dynamic quantization of Conv) is exact, measured. An int8 activation is shifted to uint8 (+128, onnxruntime's ``QDQS8ToU8`` rewrite) on x86. These
+were checked against the real kernels: this module's outputs match onnxruntime natively on an AVX-512 VNNI CPU
+(Sapphire Rapids) and under ``qemu-x86_64 -cpu max`` (AVX2, no VNNI), see tests/runtime/test_emulate.py.
 
 Which nodes run as integer kernels is read from onnxruntime itself: the model is optimized at the level sessions
 use (``ORT_ENABLE_EXTENDED`` fuses ``DQ → Conv → Q`` into ``QLinearConv``, ``DQ → MatMul`` into
@@ -396,10 +396,18 @@ class Emulator:
 
             graph = helper.make_graph([node], "one", [helper.make_empty_tensor_value_info(i) for i in node.input if i],
                                       [helper.make_empty_tensor_value_info(o) for o in node.output if o])
-            self._fallback[key] = ReferenceEvaluator(helper.make_model(graph, opset_imports=[
-                helper.make_opsetid("", opset)]))
+            try:
+                self._fallback[key] = ReferenceEvaluator(helper.make_model(graph, opset_imports=[
+                    helper.make_opsetid("", opset)]))
+            except Exception as exc:  # an op type onnx's reference implementation lacks
+                raise InputError(f"the emulation does not cover {node.op_type} (node {node.name!r}): "
+                                 f"{type(exc).__name__}") from None
         names = [i for i in node.input if i]
-        results = self._fallback[key].run(None, {n: env[n] for n in names})
+        try:
+            results = self._fallback[key].run(None, {n: env[n] for n in names})
+        except Exception as exc:  # onnx's reference ops raise plain errors on cases they lack
+            raise InputError(f"the emulation cannot run {node.op_type} node {node.name!r}: {type(exc).__name__}: "
+                             f"{str(exc)[:120]}") from None
         for name, value in zip([o for o in node.output if o], results):
             env[name] = value
 

@@ -227,3 +227,15 @@ def test_evaluating_on_a_host_with_other_kernels_says_so_with_numbers(quantized,
     assert host_mismatch_note(_artifact(qpath, None), data, logits) is None  # no target in the manifest: silent
     monkeypatch.setenv("MODELPRESS_HOST_TARGET", "x86-vnni")
     assert host_mismatch_note(_artifact(qpath, "arm64"), data, logits).startswith("built for arm64")
+
+
+def test_ops_the_emulation_lacks_are_input_errors_naming_the_node() -> None:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("FastGelu", ["x"], ["y"], name="gelu0", domain="com.microsoft")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(InputError, match="does not cover com.microsoft op FastGelu \\(node 'gelu0'\\)"):
+        Emulator(model, AVX2, integer_outputs=set()).run({"x": np.ones((1, 4), np.float32)})
