@@ -109,6 +109,8 @@ def _kernel_facts(explain: Mapping[str, Any]) -> list[str]:
     elif sat:
         facts.append(f"u8×s8 pairs saturate on {_t(kernels.get('host'))} in {', '.join(sat[:8])}, without a "
                      "measurable effect on the outputs")
+    if kernels.get("emulation_skipped"):
+        facts.append(f"saturated pairs not counted: {_t(kernels['emulation_skipped'])}")
     predicted = kernels.get("predicted")
     if isinstance(predicted, Mapping):
         if predicted.get("skipped"):

@@ -95,6 +95,12 @@ def test_markdown_reports_the_real_session_first() -> None:
         "86.9%" in text.replace(" %", "%")
     assert "| predicted on x86-vnni (emulated) |" in text
     assert "saturate in int16 on x86-avx2 in: conv1" in text
+    skipped = {**kernels, "emulation_skipped": "the emulation does not cover com.microsoft op FastGelu",
+               "predicted": {"target": "x86-vnni", "skipped": "the emulation does not cover com.microsoft op"}}
+    text = explain_markdown({"kernels": skipped, "reference": {"source": "fp32"}})
+    assert "saturated pairs not counted: the emulation does not cover com.microsoft op FastGelu" in text
+    assert "no prediction for x86-vnni: the emulation does not cover" in text
+    assert "| predicted on" not in text
 
 
 def test_unknown_target_is_an_input_error_listing_the_names() -> None:
