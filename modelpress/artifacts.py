@@ -263,7 +263,8 @@ def apply_transforms(module: Any, transforms: list[dict[str, Any]]) -> Any:
             raise
         except Exception as exc:  # params come from a manifest: bad ones are the file's fault (exit 2)
             first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-            raise InputError(f"model transform {t['name']!r} cannot apply params {t.get('params')!r} ({first})") from None
+            raise InputError(f"model transform {t['name']!r} cannot apply params {t.get('params')!r} "
+                             f"({first})") from None
     return module
 
 

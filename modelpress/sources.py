@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import MANIFEST, InputNote, InputSpec, ModelArtifact, apply_transforms, read_manifest, verify_manifest_files
+from .artifacts import (
+    MANIFEST,
+    InputNote,
+    InputSpec,
+    ModelArtifact,
+    apply_transforms,
+    read_manifest,
+    verify_manifest_files,
+)
 from .data import PY_REF, Dataset
 from .errors import InputError
 
@@ -532,7 +540,8 @@ def _manifest_inputs(value: Any, where: str) -> tuple[InputSpec, ...]:
         raise InputError(f"{where}: inputs must be a non-empty list")
     specs = []
     for i, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("shape"), list):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("shape"), list):
             raise InputError(f"{where}: inputs[{i}] needs a string 'name' and a list 'shape'")
         for j, d in enumerate(item["shape"]):
             if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
