@@ -215,3 +215,18 @@ def test_stage_written_as_a_single_key_mapping_gets_the_documented_form(tmp_path
     message = error_of(tmp_path, VALID.replace("  - type: prune\n    method: magnitude\n    amount: 0.5\n",
                                                "  - prune: {method: magnitude, amount: 0.5}\n"))
     assert "p.yaml:10: stages[1]: a stage is written '- type: prune' with its parameters beside it" in message
+
+
+def test_deep_nesting_is_refused_at_its_line_before_composing(tmp_path):
+    """PyYAML's composer recurses per level: 500 levels in 1 KB used to be a RecursionError (exit 1)."""
+    message = error_of(tmp_path, VALID + "x-deep:\n" + "".join("  " * i + "k:\n" for i in range(1, 200)))
+    # VALID has 15 lines; the mapping at depth d begins on line 15 + d, so depth 65 (the first too deep) on line 80
+    assert "p.yaml:80: the YAML nests deeper than 64 levels" in message
+
+
+def test_model_code_names_factories_the_spec_trusts(tmp_path):
+    spec = load_spec(write(tmp_path, VALID + "model_code: [pkg.mod:make]\n"))
+    assert spec.model_code == ("pkg.mod:make",)
+    assert spec.named_code()[:2] == ("zoo:mlp", "pkg.mod:make")
+    message = error_of(tmp_path, VALID + "model_code: [os.system]\n")
+    assert "p.yaml:16: model_code[0]: 'os.system' is not a pkg.module:factory reference" in message
