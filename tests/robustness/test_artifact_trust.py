@@ -246,3 +246,23 @@ def test_tampered_stage_folder_in_a_cached_run_never_runs(run_cli, tmp_path):
     assert not marker.exists()
     reloaded = json.loads((stage / "manifest.json").read_text())
     assert r.exit_code == 2 or reloaded["builder"]["ref"] == "zoo:mlp"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, art: m["files"].clear(), "records no sha256 for model.safetensors"),
+    (lambda m, art: m.update(files="x"), "'files' must map file names to sha256 hex digests"),
+    (lambda m, art: (art / "link").symlink_to(art / "model.safetensors") or m["files"].update(link="0" * 64),
+     "file 'link' is not a plain path inside the artifact folder"),
+    (lambda m, art: m["files"].update({"/etc/hostname": "0" * 64}), "is not a plain path inside"),
+], ids=["unlisted", "not-a-map", "symlink", "absolute"])
+def test_file_records_are_checked(clean_artifact, tmp_path, edit, message):
+    from modelpress.errors import InputError
+    from modelpress.sources import load_model
+
+    art = tmp_path / "art"
+    shutil.copytree(clean_artifact, art)
+    manifest = json.loads((art / "manifest.json").read_text())
+    edit(manifest, art)
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        load_model(str(art))
