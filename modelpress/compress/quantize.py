@@ -159,7 +159,8 @@ def run_quantize(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCont
     if config.engine == "torch":
         result = run_torch_dynamic(artifact, engine=config.torch_engine, notes=ctx.notes)
         target, host = resolve_target(config.target), detect_host()
-        record = {**result.metadata["quantization"], "target": target_record(config, target, host, [])}
+        record = {**result.metadata["quantization"], "target": target_record(config, target, host, []),
+                  "check": _torch_guard(artifact, result, config, ctx, target, host)}
         result = result.evolve(metadata={**result.metadata, "quantization": record})
         return _explain_hook(result, artifact, config, ctx) if config.explain else result
     if artifact.format not in ("torch", "onnx"):
@@ -453,8 +454,6 @@ def _guard(fp32: Path, quantized: Path, artifact: ModelArtifact, config: Quantiz
     predicted with :func:`modelpress.runtime.emulate.emulate_outputs` and the guard judges those; when that is not
     possible the record says the guard measured the host's kernels only. Inf/NaN outputs are always an error.
     """
-    from ..evaluate.metrics import classification_metrics, fidelity
-
     data = ctx.eval or ctx.calibration or ctx.train
     if data is None:
         ctx.notes.append("quantized outputs were not checked (no data given): the guard needs --data")
@@ -482,6 +481,15 @@ def _guard(fp32: Path, quantized: Path, artifact: ModelArtifact, config: Quantiz
                              "8-bit weights may give other outputs")
     elif not target.kernels_match(host):
         record["kernels"] += f" (computes the same integers as {target.name}: no u8×s8 pair can saturate)"
+    return _verdict(record, reference, got, judged, judged_on, data, artifact, config, ctx, target, host)
+
+
+def _verdict(record: dict[str, Any], reference: np.ndarray, got: np.ndarray, judged: np.ndarray, judged_on: str,
+             data: Dataset, artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext, target: Target,
+             host: Target) -> dict[str, Any]:
+    """Fill ``record`` with fidelity and metric of ``judged`` against ``reference``; refuse a collapse."""
+    from ..evaluate.metrics import classification_metrics, fidelity
+
     n_classes = artifact.n_classes
     width = reference.shape[1] if reference.ndim == 2 else 1
     if n_classes and reference.shape == got.shape and width in (n_classes, 1):
@@ -517,7 +525,10 @@ def _guard(fp32: Path, quantized: Path, artifact: ModelArtifact, config: Quantiz
     if not config.guard:
         ctx.notes.append(f"guard off (--no-guard): {'; '.join(failures)} {where}")
         return record
-    if target.saturates and can_saturate(config):
+    if config.engine == "torch" and target.saturates:
+        hint = (f"torch.ao's int8 weights are 8-bit and {target.name} adds u8×s8 products in pairs into int16 "
+                "with saturation: use --engine onnxruntime (7-bit weights by default for this target)")
+    elif target.saturates and can_saturate(config):
         hint = saturation_fix(target)
     elif host.saturates and not target.kernels_match(host) and config.weight_type == "int8":
         hint = (f"this host ({host.name}) saturates u8×s8 pairs and {target.name} does not; check on a "
@@ -529,6 +540,25 @@ def _guard(fp32: Path, quantized: Path, artifact: ModelArtifact, config: Quantiz
         hint = ("keep the most sensitive layers in FP32 (--accuracy-tolerance), or lower --min-agreement for a "
                 "model whose top classes are near ties; --no-guard writes it anyway")
     raise GateFailed(f"quantized model refused: {'; '.join(failures)} {where}", hint=hint)
+
+
+def _torch_guard(artifact: ModelArtifact, result: ModelArtifact, config: QuantizeConfig, ctx: StageContext,
+                 target: Target, host: Target) -> dict[str, Any] | None:
+    """The guard for ``--engine torch``: torch.ao's int8 kernels (fbgemm/x86; on CPUs without VNNI they add u8×s8
+    pairs in int16 too, PyTorch issue 103646) against the float module, on this host only (no emulation)."""
+    from ..evaluate.evaluator import predict
+
+    data = ctx.eval or ctx.calibration or ctx.train
+    if data is None:
+        ctx.notes.append("quantized outputs were not checked (no data given): the guard needs --data")
+        return None
+    reference = np.asarray(predict(artifact, data), dtype=np.float64).reshape(len(data), -1)
+    got = np.asarray(predict(result, data), dtype=np.float64).reshape(len(data), -1)
+    record: dict[str, Any] = {"n_samples": len(data), "non_finite": int((~np.isfinite(got)).sum()),
+                              "kernels": f"torch {config.torch_engine} on {host.name}" + (
+                                  "" if target.kernels_match(host) else f" only, not {target.name}'s"),
+                              "guard": config.guard, "min_agreement": config.min_agreement}
+    return _verdict(record, reference, got, got, host.name, data, artifact, config, ctx, target, host)
 
 
 def _emulate(quantized: Path, data: Dataset, target: Target, ctx: StageContext) -> np.ndarray | None:

@@ -102,6 +102,8 @@ def test_torch_dynamic_reapplied_at_load(trained_mlp, digits, tmp_path):
     q = result.metadata["quantization"]
     assert q["quantized_op_counts"] == {"Linear": 2}
     assert q["size_ratio"] < 0.4  # int8 weights + float biases vs FP32 weights
+    assert q["check"]["n_samples"] == 450 and q["check"]["passed"]  # the guard covers torch.ao's kernels too
+    assert q["check"]["kernels"].startswith("torch x86 on ") and q["target"]["requested"] == "auto"
     reloaded = load_model(str(tmp_path / "stage"))
     modules = list(reloaded.module.modules())
     assert sum(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in modules) == 2
