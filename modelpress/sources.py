@@ -179,11 +179,13 @@ def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
     if ref.startswith("zoo:"):
         from .zoo import ZOO
 
-        name = ref.split(":", 1)[1]
+        from urllib.parse import parse_qsl
+
+        name, _, query = ref.split(":", 1)[1].partition("?")  # zoo:NAME?option=value: options are arguments too
         if name not in ZOO:
             raise InputError(f"{where}: unknown zoo model {name!r}", hint=f"choose one of {', '.join(sorted(ZOO))}")
         accepted = set(inspect.signature(ZOO[name]).parameters)
-        extra = sorted(set(kwargs) - accepted)
+        extra = sorted((set(kwargs) | {k for k, _ in parse_qsl(query, keep_blank_values=True)}) - accepted)
         if extra:
             raise InputError(f"{where}: zoo:{name} takes no arguments {extra}", hint=f"it takes {sorted(accepted)}")
         return builder
