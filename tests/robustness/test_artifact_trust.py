@@ -161,6 +161,7 @@ def test_trust_does_not_outlive_the_command(run_cli, factory_artifact, tmp_path)
     ({"ref": "zoo:mlp", "kwargs": {"input_shape": [4], "n_classes": 3, "evil": 1}}, "takes no arguments ['evil']"),
     ({"ref": "zoo:mlp", "kwargs": {"input_shape": [4], "n_classes": 3, "hidden": [-5]}}, "cannot be built"),
     ({"ref": "hf:x", "kwargs": {"trust_remote_code": True}}, "trust_remote_code=True is not allowed"),
+    ({"ref": "zoo:mlp?evil=1", "kwargs": {"input_shape": [4], "n_classes": 3}}, "takes no arguments ['evil']"),
     ({"ref": "/bin/sh -c id"}, "is not one of modelpress's builders"),
     ({"ref": "hf:antigravity", "kwargs": {"n_classes": 3}}, "is neither a model folder nor an installed model"),
     ({"ref": "zoo:mlp", "kwargs": {}, "exec": "x"}, "unknown builder keys ['exec']"),
