@@ -8,34 +8,13 @@ All models return raw logits of shape (batch, n_classes).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .errors import InputError
-
-ZOO: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_zoo(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        ZOO[name] = factory
-        return factory
-
-    return decorate
-
-
-def build_zoo(name: str, *, input_shape: Sequence[int], n_classes: int, **kwargs: object) -> nn.Module:
-    """Build ``zoo:NAME`` for samples of ``input_shape`` (without the batch axis)."""
-    if name not in ZOO:
-        raise InputError(f"unknown zoo model {name!r}", hint=f"choose one of {', '.join(sorted(ZOO))}")
-    if n_classes < 2:
-        raise InputError(f"zoo:{name} needs at least 2 classes, got {n_classes}")
-    try:
-        return ZOO[name](input_shape=tuple(int(d) for d in input_shape), n_classes=int(n_classes), **kwargs)
-    except TypeError as exc:
-        raise InputError(f"zoo:{name}: {exc}") from None
+from ..errors import InputError
+from .registry import register_zoo
 
 
 def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
