@@ -48,8 +48,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, *, image_shape: tuple[int, int, int] = (3, 224, 224), n_classes: int = 1000, width_mult: float = 1.0,
-                 dropout: float = 0.2) -> None:
+    def __init__(self, *, image_shape: tuple[int, int, int] = (3, 224, 224), n_classes: int = 1000,
+                 width_mult: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
         inp = _make_divisible(32 * width_mult)
@@ -85,4 +85,5 @@ def mobilenet_v2(*, input_shape: Sequence[int] = (3, 224, 224), n_classes: int =
     chw = image_chw("mobilenet_v2", input_shape)
     if not 0.1 <= float(width_mult) <= 4.0:
         raise InputError(f"zoo:mobilenet_v2 width_mult must be in [0.1, 4], got {width_mult}")
-    return MobileNetV2(image_shape=chw, n_classes=check_classes("mobilenet_v2", n_classes), width_mult=float(width_mult))
+    return MobileNetV2(image_shape=chw, n_classes=check_classes("mobilenet_v2", n_classes),
+                       width_mult=float(width_mult))
