@@ -92,7 +92,7 @@ def _render(kind: str, scheme: str, body: str, weights: str | None, split: str |
             options: tuple[tuple[str, str], ...]) -> str:
     text = f"{scheme}:{body}" if kind == "scheme" else body
     if options:
-        text += "?" + urlencode(options)
+        text += "?" + urlencode(options, safe=":/,")  # tokenizer=hf:NAME stays readable (parse_qsl reads both)
     if weights:
         text += "@" + weights
     if split:

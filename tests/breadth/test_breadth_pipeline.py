@@ -7,7 +7,7 @@ import json
 import pytest
 
 from modelpress.errors import InputError
-from modelpress.spec import parse_spec
+from modelpress.pipeline import parse_spec
 
 SPEC = """
 name: breadth
@@ -105,11 +105,11 @@ def test_tensorboard_true_writes_into_the_run_folder(breadth_run):
 
 
 @pytest.mark.parametrize(("evaluate", "message"), [
-    ("knn: 0", "evaluate.knn: must be ≥ 1, got 0"),
-    ("knn_folds: 1", "evaluate.knn_folds: must be ≥ 2, got 1"),
-    ("noise: [0.5, -1]", "evaluate.noise[1]: noise level (sigma) must be a number ≥ 0"),
-    ("noise: 0.5", "evaluate.noise: expected a list of noise levels"),
-    ("token_noise: shuffle", "evaluate.token_noise: expected replace or dropout"),
+    ("knn: 0", "evaluate.knn: must be an integer ≥ 1, got 0"),
+    ("knn_folds: 1", "evaluate.knn_folds: must be an integer ≥ 2, got 1"),
+    ("noise: [0.5, -1]", "≥ 0, got -1"),
+    ("noise: 0.5", "evaluate.noise: expected a list of numbers, got 0.5"),
+    ("token_noise: shuffle", "evaluate.token_noise: must be one of replace, dropout, got 'shuffle'"),
     ("memory: 1", "evaluate.memory: expected true or false"),
     ("knn_layr: x", "evaluate.knn_layr: unknown key"),
 ], ids=["k-zero", "folds", "negative-sigma", "noise-scalar", "token-mode", "memory-type", "typo"])
@@ -129,7 +129,7 @@ def test_spec_tensorboard_folder_resolves_against_the_spec(tmp_path):
 
 def test_markdown_and_html_escape_names_in_the_new_tables():
     from modelpress.reports.html import render_html
-    from modelpress.reports.render import render_markdown
+    from modelpress.reports import render_markdown
 
     stage = {"name": "<script>a|b</script>", "kind": "train", "params": {}, "artifact": None, "metrics": None,
              "fidelity": None, "latency": [], "footprint": None, "gates": [],
@@ -148,7 +148,7 @@ def test_markdown_and_html_escape_names_in_the_new_tables():
 def test_malformed_sections_from_elsewhere_render_and_compare_without_crashing():
     from modelpress.reports.compare import compare_reports
     from modelpress.reports.measurements import measurement_tables
-    from modelpress.reports.render import render_markdown
+    from modelpress.reports import render_markdown
 
     stage = {"name": "s", "kind": "k", "params": {}, "artifact": None, "metrics": None, "fidelity": None,
              "latency": [], "footprint": None, "gates": [], "memory": {"rows": 5, "weight_bytes": "big"},

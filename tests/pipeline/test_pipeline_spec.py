@@ -12,7 +12,7 @@ import pytest
 from modelpress.compress.prune import PruneConfig
 from modelpress.compress.train import TrainConfig
 from modelpress.errors import InputError
-from modelpress.spec import MAX_SPEC_BYTES, load_spec
+from modelpress.pipeline import MAX_SPEC_BYTES, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from modelpress.spec import parse_spec
+from modelpress.pipeline import parse_spec
 
 SPEC = """\
 name: p
