@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_write
+from ..refs import parse_data_ref, parse_model_ref
 from ..reports import REPORT_FILENAME
 
 STAGE_FILE = "stage.json"
@@ -85,16 +86,29 @@ def refuse_inside_inputs(out: Path, inputs: Sequence[str | None], *, option: str
     for ref in inputs:
         if not ref:
             continue
-        candidate = Path(str(ref).split("@", 1)[0])
-        if not candidate.exists():
+        for candidate in _files_named(str(ref)):
+            if not candidate.exists():
+                continue
+            inp = candidate.resolve()
+            if inp == resolved or resolved in inp.parents:
+                how = "is" if inp == resolved else "contains"
+                raise InputError(f"output {out} {how} the input {ref}", hint=f"choose another {option} folder")
+            if inp.is_dir() and inp in resolved.parents:
+                raise InputError(f"output {out} is inside the input {ref}",
+                                 hint=f"choose an {option} folder outside the input")
+
+
+def _files_named(ref: str) -> list[Path]:
+    """The files and folders a model or data reference reads (``DIR@w.safetensors`` both, ``d.npz#test`` the file,
+    ``hf:DIR`` the folder), parsed by refs.py; the text itself too, since an existing file wins."""
+    paths = [Path(ref)]
+    for parse in (parse_model_ref, parse_data_ref):
+        try:
+            parsed = parse(ref)
+        except InputError:
             continue
-        inp = candidate.resolve()
-        if inp == resolved or resolved in inp.parents:
-            how = "is" if inp == resolved else "contains"
-            raise InputError(f"output {out} {how} the input {ref}", hint=f"choose another {option} folder")
-        if inp.is_dir() and inp in resolved.parents:
-            raise InputError(f"output {out} is inside the input {ref}",
-                             hint=f"choose an {option} folder outside the input")
+        paths += [Path(p) for p in (parsed.body if parsed.is_path else None, parsed.weights) if p]
+    return paths
 
 
 def check_output_folder(folder: Path, *, option: str = "--out") -> None:
