@@ -1,15 +1,21 @@
 """Datasets: what every stage and the evaluator consume.
 
 A :class:`Dataset` holds named input arrays (one ``"input"`` array for tabular/image data; ``input_ids`` +
-``attention_mask`` for text), integer labels and class names. Data sources are registered by scheme or suffix, so
-that ``sklearn:digits``, ``data.npz``, ``data.csv`` and ``pkg.module:fn`` all reach one :func:`load_data`.
+``attention_mask`` for text), integer labels and class names. Loaders live in one :data:`LOADERS` registry, keyed by
+scheme (``sklearn``, ``text``) or by suffix (``.npz``, ``.csv``, ``.jsonl``), filled here by :func:`register_builtins`
+and by plugins through the ``modelpress.data`` entry-point group, so ``sklearn:digits``, ``data.npz``, ``data.csv``
+and ``pkg.module:fn`` all reach one :func:`load_data` whatever was imported before.
+
+The CSV rule, stated once (:func:`csv_is_text`): a ``*.csv`` whose header has the text column (``text`` unless
+``text_column=`` says otherwise) is text data, tokenized like ``*.jsonl``; any other CSV is numeric features. Before,
+the rule depended on whether :mod:`modelpress.hf` had been imported (it monkeypatched the ``.csv`` loader).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +24,9 @@ import numpy as np
 
 from .errors import InputError
 from .io import sha256_arrays
+from .refs import SPLITS, Reference, parse_data_ref
+from .registry import Registry
 
-SPLITS = ("train", "test", "all")
-PY_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # pkg.module:callable (trusted code the user names)
 DEFAULT_TEST_SIZE = 0.25
 DEFAULT_SEED = 0
 
@@ -105,40 +111,20 @@ class Dataset:
         }
 
 
+#: ``loader(ref, *, label_column, **options) -> Dataset``; ``ref`` is the parsed reference without its split.
 DataLoader = Callable[..., Dataset]
-_SCHEMES: dict[str, DataLoader] = {}
-_SUFFIXES: dict[str, DataLoader] = {}
+#: Data loaders by scheme (``"sklearn"``) or suffix (``".npz"``, a name starting with a dot).
+LOADERS: Registry[DataLoader] = Registry("data loader", entry_points="modelpress.data")
 
 
-def register_data_scheme(scheme: str) -> Callable[[DataLoader], DataLoader]:
-    def decorate(fn: DataLoader) -> DataLoader:
-        _SCHEMES[scheme] = fn
-        return fn
-
-    return decorate
+def data_schemes() -> tuple[str, ...]:
+    """Scheme names a data reference may start with (built-in and plugins'): what :mod:`modelpress.refs` needs."""
+    return tuple(n for n in LOADERS.names() if not n.startswith("."))
 
 
-def register_data_suffix(*suffixes: str) -> Callable[[DataLoader], DataLoader]:
-    def decorate(fn: DataLoader) -> DataLoader:
-        for suffix in suffixes:
-            _SUFFIXES[suffix] = fn
-        return fn
-
-    return decorate
-
-
-def split_reference(ref: str) -> tuple[str, str | None]:
-    """``sklearn:digits#train`` → (``sklearn:digits``, ``train``). An existing file whose name holds ``#`` wins
-    (``dátá #1.npz`` is that file, ``dátá #1.npz#train`` its train split)."""
-    if "#" in ref:
-        if Path(ref).is_file():
-            return ref, None
-        base, split = ref.rsplit("#", 1)
-        if split not in SPLITS:
-            raise InputError(f"unknown split {split!r} in data reference {ref!r}, and no file {ref!r} exists",
-                             hint=f"after '#' use one of {', '.join(SPLITS)}; check the file name")
-        return base, split
-    return ref, None
+def parse_data(ref: str) -> Reference:
+    """``ref`` parsed with the registered schemes (``sklearn:digits#train``, ``text:f.jsonl?max_length=64``)."""
+    return parse_data_ref(str(ref), schemes=data_schemes())
 
 
 def load_data(
@@ -155,29 +141,28 @@ def load_data(
     Files with a train/test split of their own are not split; ``split`` applies to references that describe one
     whole dataset (``sklearn:NAME``, ``*.npz``, ``*.csv``): a seeded, stratified split, identical on every machine.
     """
-    base, ref_split = split_reference(ref)
-    split = ref_split or split
+    parsed = parse_data(ref)
+    split = parsed.split or split
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
     if not 0.0 < test_size < 1.0:
         raise InputError(f"test_size must be in (0, 1), got {test_size}")
-    path = Path(base)
-    suffix = "".join(path.suffixes[-1:]).lower()
-    scheme = base.split(":", 1)[0] if ":" in base else ""
-    if (scheme == "text" and scheme not in _SCHEMES) or (suffix == ".jsonl" and suffix not in _SUFFIXES):
-        from . import hf  # noqa: F401  (registers text data sources)
-    if scheme in _SCHEMES:
-        loader = _SCHEMES[scheme]
-    elif suffix in _SUFFIXES:
+    base = parsed.text.rpartition("#")[0] if parsed.split else parsed.text  # what the user wrote, less the split
+    suffix = Path(parsed.body).suffix.lower() if parsed.kind == "path" else ""
+    if parsed.kind == "scheme":
+        loader = LOADERS.get(parsed.scheme)
+    elif suffix and LOADERS.find(suffix) is not None:
+        path = Path(parsed.body)
         if not path.exists():
             raise InputError(f"data file {base} does not exist")
         if not path.is_file():
             raise InputError(f"data path {base} is not a file")
-        loader = _SUFFIXES[suffix]
-    elif PY_REF.match(base):
+        loader = LOADERS.get(suffix)
+    elif parsed.kind == "code":
         loader = _load_python
     else:
-        known = ", ".join([f"{s}:NAME" for s in _SCHEMES] + [f"*{s}" for s in _SUFFIXES] + ["pkg.module:fn"])
+        known = ", ".join([f"{s}:NAME" if not s.startswith(".") else f"*{s}" for s in LOADERS.names()]
+                          + ["pkg.module:fn"])
         raise InputError(f"cannot read data {ref!r}", hint=f"use one of {known}")
     whole = loader(base, label_column=label_column, **options)
     if whole.meta.get("presplit"):
@@ -209,9 +194,8 @@ _SKLEARN = {
 }
 
 
-@register_data_scheme("sklearn")
 def _load_sklearn(ref: str, **_: object) -> Dataset:
-    name = ref.split(":", 1)[1]
+    name = parse_data(ref).body
     if name not in _SKLEARN:
         raise InputError(f"unknown sklearn dataset {name!r}", hint=f"choose one of {', '.join(_SKLEARN)}")
     import sklearn.datasets
@@ -263,7 +247,6 @@ def _note(message: str) -> None:
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty archive
 
 
-@register_data_suffix(".npz")
 def _load_npz(ref: str, **_: object) -> Dataset:
     with open(ref, "rb") as handle:  # 4 bytes tell a real .npz from a text, sparse or .npy file, whatever its size
         head = handle.read(8)
@@ -294,8 +277,19 @@ def _load_npz(ref: str, **_: object) -> Dataset:
     return Dataset(inputs, y, names, ref)
 
 
-@register_data_suffix(".csv")
-def _load_csv(ref: str, *, label_column: str = "label", **_: object) -> Dataset:
+def csv_is_text(path: str, text_column: str = "text") -> bool:
+    """The CSV rule: a header holding ``text_column`` makes the file text data (else numeric features)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError, csv.Error):
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), None) or []
+        return text_column in header
+    return False
+
+
+def _load_csv(ref: str, *, label_column: str = "label", **options: object) -> Dataset:
+    text_column = str(options.get("text_column", "text"))
+    if csv_is_text(ref, text_column):
+        return load_text(ref, label_column=label_column, text_column=text_column)
     with open(ref, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -357,3 +351,65 @@ def _load_python(ref: str, **options: object) -> Dataset:
         x = x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x
         return Dataset({"input": x}, y, names, ref)
     raise InputError(f"data function {ref} must return a Dataset or (x, y), got {type(result).__name__}")
+
+
+# ---- text data (tokenized with an hf: model's tokenizer) ---------------------------------------------------------
+def load_text(path: str, *, tokenizer: str | None = None, max_length: int | None = None, text_column: str = "text",
+              label_column: str = "label", source: str | None = None) -> Dataset:
+    """Read text + label rows (``*.jsonl`` or a text ``*.csv``) and tokenize them to one fixed length.
+
+    The tokenizer comes from ``tokenizer`` or :func:`modelpress.hf.use_tokenizer` (the CLI sets it from an ``hf:``
+    model); inputs are ``input_ids`` and ``attention_mask`` (int64).
+    """
+    from . import hf  # same floor, imported lazily: transformers is an optional extra
+
+    choice = hf.current_tokenizer()
+    tokenizer = tokenizer or (choice.ref if choice else None)
+    if tokenizer is None:
+        raise InputError(f"text data {path} needs a tokenizer",
+                         hint=f"use it with an hf: model, or write text:{path}?tokenizer=hf:DIR&max_length=128")
+    max_length = int(max_length or (choice.max_length if choice else hf.DEFAULT_MAX_LENGTH))
+    if not Path(path).is_file():
+        raise InputError(f"text data file {path} does not exist")
+    texts, raw = hf.read_text_rows(path, text_column=text_column, label_column=label_column)
+    if not texts:
+        raise InputError(f"text data {path} is empty: 0 rows", hint="pass a non-empty dataset")
+    y, names = _labels_and_names(np.asarray(raw), path)
+    inputs = hf.tokenize(texts, tokenizer=tokenizer, max_length=max_length)
+    n_truncated = int(inputs["attention_mask"].all(axis=1).sum())  # rows that reached max_length (maybe cut)
+    return Dataset(inputs, y, names, source or path,
+                   meta={"tokenizer": tokenizer, "max_length": max_length, "n_truncated": n_truncated})
+
+
+def _load_jsonl(ref: str, *, label_column: str = "label", **options: object) -> Dataset:
+    return load_text(ref, label_column=label_column, text_column=str(options.get("text_column", "text")))
+
+
+_TEXT_OPTIONS = ("tokenizer", "max_length", "text_column", "label_column")
+
+
+def _load_text_scheme(ref: str, *, label_column: str = "label", **_: object) -> Dataset:
+    """``text:FILE?tokenizer=REF&max_length=N&text_column=C&label_column=L``."""
+    parsed = parse_data(ref)
+    params = dict(parsed.options)
+    unknown = sorted(set(params) - set(_TEXT_OPTIONS))
+    if unknown:
+        raise InputError(f"data {ref}: unknown option(s) {unknown}", hint=f"options are {', '.join(_TEXT_OPTIONS)}")
+    max_length = params.get("max_length")
+    if max_length is not None and not max_length.isdigit():
+        raise InputError(f"data {ref}: max_length must be an integer, got {max_length!r}")
+    return load_text(parsed.body, tokenizer=params.get("tokenizer"), max_length=int(max_length) if max_length else None,
+                     text_column=params.get("text_column", "text"),
+                     label_column=params.get("label_column", label_column), source=ref)
+
+
+def register_builtins(registry: Registry[DataLoader]) -> None:
+    """modelpress's own loaders; third-party ones come through the ``modelpress.data`` entry-point group."""
+    registry.add("sklearn", _load_sklearn)
+    registry.add("text", _load_text_scheme)
+    registry.add(".npz", _load_npz)
+    registry.add(".csv", _load_csv)
+    registry.add(".jsonl", _load_jsonl)
+
+
+register_builtins(LOADERS)

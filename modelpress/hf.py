@@ -13,6 +13,10 @@ Text data (``*.jsonl``, a ``*.csv`` with a ``text`` column, or ``text:FILE?token
 tokenized to a fixed length (padding and truncation to ``max_length``) so every batch has a static sequence length;
 inputs are ``input_ids`` and ``attention_mask`` as int64. The tokenizer comes from the reference's ``tokenizer=``
 option or from :func:`use_tokenizer` (the CLI sets it from an ``hf:`` model).
+
+This module registers nothing and imports nothing above it: :mod:`modelpress.sources` registers the ``hf:`` model
+source (with :func:`build_module`) and :mod:`modelpress.data` the text loaders (with :func:`read_text_rows` and
+:func:`tokenize`); the head-only training helper is :func:`modelpress.compress.train.train_head`.
 """
 
 from __future__ import annotations
@@ -27,14 +31,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import numpy as np
 
-from .artifacts import InputSpec, ModelArtifact
-from .data import Dataset, _labels_and_names, register_data_scheme, register_data_suffix
 from .errors import BackendUnavailable, InputError
-from .sources import load_state_into, read_state_dict, register_model_scheme
+from .refs import parse_model_ref
 
 DEFAULT_MAX_LENGTH = 128
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -129,7 +130,7 @@ def build_module(builder: dict[str, Any]) -> Any:
     transformers = _transformers()
     ref = str(builder["ref"])
     kwargs = dict(builder.get("kwargs") or {})
-    folder = resolve_model_dir(ref.split(":", 1)[1])
+    folder = resolve_model_dir(parse_model_ref(ref).body)
     if not any(folder.glob("*.safetensors")):
         raise InputError(f"{ref}: {folder} has no *.safetensors weights",
                          hint="modelpress loads safetensors only (never pickled .bin files); convert the checkpoint")
@@ -152,54 +153,12 @@ def build_module(builder: dict[str, Any]) -> Any:
     return encoder_classifier_class()(encoder, hidden, n_classes).eval()
 
 
-def _split_weights(ref: str, weights: str | None) -> tuple[str, str | None]:
-    if weights is None and "@" in ref:
-        base, _, tail = ref.rpartition("@")
-        if Path(tail).suffix in (".safetensors", ".pt", ".pth", ".bin"):
-            return base, tail
-    return ref, weights
-
-
-@register_model_scheme("hf")
-def load_hf(ref: str, *, data: Dataset | None = None, weights: str | None = None, trust_checkpoint: bool = False,
-            **options: Any) -> ModelArtifact:
-    """``hf:DIR[@weights.safetensors]`` → a torch :class:`ModelArtifact` (classes from the data or the weights)."""
-    ref, weights = _split_weights(ref, weights)
-    resolve_model_dir(ref.split(":", 1)[1])  # a missing folder is the first thing to hear about
-    state = read_state_dict(weights, trust_checkpoint=trust_checkpoint) if weights else None
-    n_classes = int(options.get("kwargs", {}).get("n_classes", 0))
-    if not n_classes and state is not None and "head.weight" in state:
-        n_classes = int(state["head.weight"].shape[0])
-    if not n_classes and data is not None:
-        n_classes = data.n_classes
-    if not n_classes:
-        raise InputError(f"{ref} needs the class count", hint="pass --data, or head weights (head.weight)")
-    if data is not None and set(data.inputs) != set(INPUT_NAMES):
-        raise InputError(f"{ref} takes inputs {list(INPUT_NAMES)} but data {data.source} has {sorted(data.inputs)}",
-                         hint="use text data (*.jsonl, a *.csv with a text column, or text:FILE?tokenizer=...)")
-    builder = {"ref": ref, "kwargs": {"n_classes": n_classes, "attn": str(options.get("attn", "eager"))}}
-    from .sources import _build
-
-    module = _build(builder, seed=int(options.get("seed", 0)))
-    if state is not None:
-        if all(k.startswith("head.") for k in state):
-            load_state_into(module.head, {k[5:]: v for k, v in state.items()}, source=str(weights))
-        else:
-            load_state_into(module, state, source=str(weights))
-    inputs = tuple(InputSpec(name, (None, None), "int64") for name in INPUT_NAMES)
-    class_names = data.class_names if data is not None and data.n_classes == n_classes else None
-    return ModelArtifact("torch", inputs, n_classes, ref, module=module, builder=builder, class_names=class_names)
-
-
-load_hf.build = build_module  # type: ignore[attr-defined]  (sources._build reaches hf builders through this)
-
-
 def is_hf_model(ref: str) -> str | None:
     """The ``hf:`` builder reference behind a model reference (``hf:`` ref or artifact folder), else None."""
-    ref = str(ref).strip()
-    if ref.startswith("hf:"):
-        return _split_weights(ref, None)[0]
-    folder = Path(ref)
+    parsed = parse_model_ref(str(ref))
+    if parsed.kind == "scheme" and parsed.scheme == "hf":
+        return parsed.base
+    folder = Path(parsed.base)
     manifest = folder / "manifest.json" if folder.is_dir() else None
     if manifest is not None and manifest.is_file():
         try:
@@ -236,6 +195,11 @@ def use_tokenizer(ref: str | None, *, max_length: int | None = None) -> Iterator
         _TOKENIZER.reset(token)
 
 
+def current_tokenizer() -> TokenizerChoice | None:
+    """The tokenizer chosen by the innermost :func:`use_tokenizer` block, if any."""
+    return _TOKENIZER.get()
+
+
 @functools.lru_cache(maxsize=4)
 def _tokenizer(folder: str) -> Any:
     transformers = _transformers()
@@ -249,8 +213,8 @@ def tokenize(texts: Sequence[str], *, tokenizer: str, max_length: int) -> dict[s
     """``input_ids`` and ``attention_mask`` (int64, shape (n, max_length)): padded and truncated to one length."""
     if not 2 <= max_length <= 8192:
         raise InputError(f"max_length must be in [2, 8192], got {max_length}")
-    ref = tokenizer[3:] if tokenizer.startswith("hf:") else tokenizer
-    tok = _tokenizer(str(resolve_model_dir(ref)))
+    parsed = parse_model_ref(tokenizer)
+    tok = _tokenizer(str(resolve_model_dir(parsed.body if parsed.kind == "scheme" else parsed.base)))
     enc = tok(list(texts), padding="max_length", truncation=True, max_length=int(max_length), return_tensors="np")
     return {name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in INPUT_NAMES}
 
@@ -289,83 +253,10 @@ def _read_text_csv(path: str, text_column: str, label_column: str) -> tuple[list
     return [r[text_column] or "" for r in rows], [r[label_column] for r in rows]
 
 
-def load_text(path: str, *, tokenizer: str | None = None, max_length: int | None = None, text_column: str = "text",
-              label_column: str = "label", source: str | None = None) -> Dataset:
-    """Read text + label rows and tokenize them; the tokenizer comes from ``tokenizer`` or :func:`use_tokenizer`."""
-    choice = _TOKENIZER.get()
-    tokenizer = tokenizer or (choice.ref if choice else None)
-    if tokenizer is None:
-        raise InputError(f"text data {path} needs a tokenizer",
-                         hint=f"use it with an hf: model, or write text:{path}?tokenizer=hf:DIR&max_length=128")
-    max_length = int(max_length or (choice.max_length if choice else DEFAULT_MAX_LENGTH))
-    if not Path(path).is_file():
-        raise InputError(f"text data file {path} does not exist")
+def read_text_rows(path: str, *, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list[Any]]:
+    """(texts, raw labels) of a ``*.jsonl`` file or a ``*.csv`` with a text column, errors naming the line."""
     reader = _read_jsonl if path.lower().endswith(".jsonl") else _read_text_csv
-    texts, raw = reader(path, text_column, label_column)
-    if not texts:
-        raise InputError(f"text data {path} is empty: 0 rows", hint="pass a non-empty dataset")
-    y, names = _labels_and_names(np.asarray(raw), path)
-    inputs = tokenize(texts, tokenizer=tokenizer, max_length=max_length)
-    return Dataset(inputs, y, names, source or path,
-                   meta={"tokenizer": tokenizer, "max_length": max_length, "n_truncated": _n_truncated(inputs)})
-
-
-def _n_truncated(inputs: dict[str, np.ndarray]) -> int:
-    """Rows whose attention mask is full (they reached max_length and may have been cut)."""
-    return int(inputs["attention_mask"].all(axis=1).sum())
-
-
-@register_data_suffix(".jsonl")
-def _load_jsonl(ref: str, *, label_column: str = "label", **options: Any) -> Dataset:
-    return load_text(ref, label_column=label_column, text_column=str(options.get("text_column", "text")))
-
-
-def _csv_has_text_column(path: str, text_column: str = "text") -> bool:
-    import csv
-
-    with contextlib.suppress(OSError, UnicodeDecodeError, csv.Error):
-        with open(path, newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), None) or []
-        return text_column in header
-    return False
-
-
-def _install_csv_dispatch() -> None:
-    """``*.csv`` with a ``text`` column is text data; any other CSV goes to the numeric loader as before."""
-    from . import data as data_module
-
-    numeric = data_module._SUFFIXES.get(".csv")
-    if numeric is None or getattr(numeric, "_modelpress_text_dispatch", False):
-        return
-
-    def load_csv(ref: str, *, label_column: str = "label", **options: Any) -> Dataset:
-        if _csv_has_text_column(ref, str(options.get("text_column", "text"))):
-            return load_text(ref, label_column=label_column, text_column=str(options.get("text_column", "text")))
-        return numeric(ref, label_column=label_column, **options)
-
-    load_csv._modelpress_text_dispatch = True  # type: ignore[attr-defined]
-    register_data_suffix(".csv")(load_csv)
-
-
-_install_csv_dispatch()
-
-
-@register_data_scheme("text")
-def _load_text_scheme(ref: str, *, label_column: str = "label", **_: Any) -> Dataset:
-    """``text:FILE?tokenizer=REF&max_length=N&text_column=C``."""
-    body = ref.split(":", 1)[1]
-    path, _, query = body.partition("?")
-    params = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(params) - {"tokenizer", "max_length", "text_column", "label_column"})
-    if unknown:
-        raise InputError(f"data {ref}: unknown option(s) {unknown}",
-                         hint="options are tokenizer, max_length, text_column, label_column")
-    max_length = params.get("max_length")
-    if max_length is not None and not max_length.isdigit():
-        raise InputError(f"data {ref}: max_length must be an integer, got {max_length!r}")
-    return load_text(path, tokenizer=params.get("tokenizer"), max_length=int(max_length) if max_length else None,
-                     text_column=params.get("text_column", "text"),
-                     label_column=params.get("label_column", label_column), source=ref)
+    return reader(path, text_column, label_column)
 
 
 # ---- helpers for tests, benchmarks and examples ------------------------------------------------------------------
@@ -415,25 +306,3 @@ def write_jsonl(path: str | os.PathLike[str], rows: Sequence[tuple[str, Any]]) -
 
     write_text(path, "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
     return Path(path)
-
-
-def train_head(artifact: ModelArtifact, data: Dataset, *, epochs: int = 30, lr: float = 1e-2, batch_size: int = 64,
-               seed: int = 0) -> dict[str, Any]:
-    """Train only the linear head on frozen, mean-pooled encoder embeddings (computed once). In place.
-
-    Fine-tuning the whole encoder is the train stage's job; a frozen encoder keeps tests and benchmarks quick.
-    """
-    import torch
-
-    from .compress.train import fit
-
-    module = artifact.module
-    if module is None or not hasattr(module, "pooled"):
-        raise InputError(f"train_head needs an hf: encoder classifier, got {artifact.source}")
-    pooled = []
-    with torch.inference_mode():
-        for batch, _ in data.batches(64):
-            pooled.append(module.pooled(*(torch.from_numpy(batch[n]) for n in INPUT_NAMES)).numpy())
-    features = Dataset({"input": np.concatenate(pooled).astype(np.float32)}, data.y, data.class_names,
-                       f"pooled({data.source})", data.split)
-    return fit(module.head, features, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, desc="train head")

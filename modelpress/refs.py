@@ -141,8 +141,9 @@ def parse_reference(
         head, _, tail = rest.rpartition("#")
         if tail not in SPLITS:
             hint = (f"{head!r} does not exist either" if not _scheme_of(head, known) and not exists(head)
-                    else f"use one of {', '.join(SPLITS)}")
-            raise InputError(f"unknown split {tail!r} in data reference {stripped!r}", hint=hint)
+                    else f"after '#' use one of {', '.join(SPLITS)}")
+            raise InputError(f"unknown split {tail!r} in data reference {stripped!r}, and no file {stripped!r} "
+                             f"exists", hint=f"{hint}; check the file name")
         rest, split = head, tail
     if role == "model" and "@" in rest and not exists(rest):
         head, _, tail = rest.rpartition("@")

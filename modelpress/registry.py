@@ -61,6 +61,10 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def pop(self, name: str, default: T | None = None) -> T | None:
+        """Remove and return an entry (tests that register a temporary entry undo it with this)."""
+        return self._entries.pop(name, default)
+
     # -- reading --
     def get(self, name: str) -> T:
         """The entry named ``name``; an unknown name is an InputError (exit 2) naming the closest one."""

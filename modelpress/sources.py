@@ -9,6 +9,12 @@ names is checked against :func:`check_builder` *before anything is imported* —
 ``hf:``, with validated arguments) always pass; a ``pkg.module:factory`` passes only when the user named that same
 factory again (``--model-code``, a pipeline's ``model:``) or trusted all code (``--trust-code``), like
 ``trust_remote_code`` in transformers.
+
+Sources live in one :data:`SOURCES` registry keyed by scheme (``zoo``, ``hf``) or suffix (``.onnx``), filled here by
+:func:`register_builtins` and by plugins through the ``modelpress.sources`` entry-point group; a source is called as
+``loader(ref, *, data, trust_checkpoint, **options)`` with the parsed :class:`~modelpress.refs.Reference` (its
+``weights`` already merged with ``--weights``). Artifact folders and ``pkg.module:factory`` code are reference kinds,
+not registry entries: they are tried after the registered suffixes, in that order.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ import pickle
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from .artifacts import (
     MANIFEST,
@@ -33,28 +40,31 @@ from .artifacts import (
     read_manifest,
     verify_manifest_files,
 )
-from .data import PY_REF, Dataset
+from .data import Dataset
 from .errors import InputError
+from .refs import Reference, parse_model_ref
+from .registry import Registry
 
+#: ``loader(ref: Reference, *, data, trust_checkpoint, **options) -> ModelArtifact``.
 ModelLoader = Callable[..., ModelArtifact]
-_SCHEMES: dict[str, ModelLoader] = {}
-_SUFFIXES: dict[str, ModelLoader] = {}
+#: Model sources by scheme (``"zoo"``) or suffix (``".onnx"``, a name starting with a dot).
+SOURCES: Registry[ModelLoader] = Registry("model source", entry_points="modelpress.sources")
 
 
-def register_model_scheme(scheme: str) -> Callable[[ModelLoader], ModelLoader]:
-    def decorate(fn: ModelLoader) -> ModelLoader:
-        _SCHEMES[scheme] = fn
-        return fn
-
-    return decorate
+def model_schemes() -> tuple[str, ...]:
+    """Scheme names a model reference may start with (built-in and plugins'): what :mod:`modelpress.refs` needs."""
+    return tuple(n for n in SOURCES.names() if not n.startswith("."))
 
 
-def register_model_suffix(suffix: str) -> Callable[[ModelLoader], ModelLoader]:
-    def decorate(fn: ModelLoader) -> ModelLoader:
-        _SUFFIXES[suffix] = fn
-        return fn
+def parse_model(ref: str) -> Reference:
+    """``ref`` parsed with the registered schemes."""
+    return parse_model_ref(str(ref), schemes=model_schemes())
 
-    return decorate
+
+def _builder_ref(ref: str) -> Reference:
+    """A builder reference read from a manifest: only modelpress's builders are schemes, and the file system is
+    not consulted (a file called ``zoo:mlp`` in the working folder must not change what a manifest means)."""
+    return parse_model_ref(ref, schemes=("zoo", "hf"), exists=lambda _: False)
 
 
 def load_model(
@@ -65,27 +75,26 @@ def load_model(
     trust_checkpoint: bool = False,
     **options: Any,
 ) -> ModelArtifact:
-    """Resolve a model reference. ``data`` sizes zoo/factory models (input shape, class count)."""
-    ref = str(ref).strip()
-    if not ref:
-        raise InputError("empty model reference", hint="use zoo:NAME, pkg.module:factory, hf:DIR, *.onnx or a folder")
-    if "@" in ref and weights is None and not ref.startswith(("hf:",)):
-        ref, weights = ref.rsplit("@", 1)
-    path = Path(ref)
-    scheme = ref.split(":", 1)[0] if ":" in ref else ""
-    if scheme == "hf" and scheme not in _SCHEMES:
-        from . import hf  # noqa: F401  (registers the hf: source; needs the optional transformers extra)
-    if scheme in _SCHEMES:
-        return _SCHEMES[scheme](ref, data=data, weights=weights, trust_checkpoint=trust_checkpoint, **options)
-    if path.suffix.lower() in _SUFFIXES:
-        return _SUFFIXES[path.suffix.lower()](ref, data=data, weights=weights, **options)
-    if path.is_dir():
+    """Resolve a model reference. ``data`` sizes zoo/factory models (input shape, class count).
+
+    ``weights`` (``--weights``) replaces weights attached to the reference with ``@``.
+    """
+    parsed = parse_model(ref)
+    if weights is not None:
+        parsed = replace(parsed, weights=str(weights))
+    if parsed.kind == "scheme":
+        return SOURCES.get(parsed.scheme)(parsed, data=data, trust_checkpoint=trust_checkpoint, **options)
+    path = Path(parsed.body)
+    suffix = path.suffix.lower()
+    if parsed.kind == "path" and suffix and SOURCES.find(suffix) is not None:
+        return SOURCES.get(suffix)(parsed, data=data, trust_checkpoint=trust_checkpoint, **options)
+    if parsed.kind == "path" and path.is_dir():
         return _load_folder(path, trust_checkpoint=trust_checkpoint)
-    if PY_REF.match(ref):
-        return _load_factory(ref, data=data, weights=weights, trust_checkpoint=trust_checkpoint)
-    if path.suffix or "/" in ref:
-        raise InputError(f"model {ref} does not exist or has an unknown type", hint=_KNOWN)
-    raise InputError(f"unknown model reference {ref!r}", hint=_KNOWN)
+    if parsed.kind == "code":
+        return _load_factory(parsed, data=data, trust_checkpoint=trust_checkpoint)
+    if path.suffix or "/" in parsed.body:
+        raise InputError(f"model {parsed.body} does not exist or has an unknown type", hint=_KNOWN)
+    raise InputError(f"unknown model reference {parsed.base!r}", hint=_KNOWN)
 
 
 _KNOWN = "use zoo:NAME, pkg.module:factory[@weights.safetensors], hf:DIR, model.onnx or a modelpress artifact folder"
@@ -108,8 +117,10 @@ _CODE_TRUST: ContextVar[CodeTrust] = ContextVar("modelpress_code_trust", default
 
 def code_ref(ref: str) -> str | None:
     """``pkg.module:factory`` of a user's model reference (weights after ``@`` dropped), else None."""
-    base = str(ref).strip().split("@", 1)[0]
-    return base if PY_REF.match(base) else None
+    if not str(ref).strip():
+        return None
+    parsed = parse_model_ref(str(ref), exists=lambda _: False)  # code is named by text, never by a file
+    return parsed.body if parsed.kind == "code" else None
 
 
 @contextlib.contextmanager
@@ -176,20 +187,19 @@ def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: builder.shapes must map tensor names to lists of non-negative integers")
     if not isinstance(builder.get("resized", False), bool):
         raise InputError(f"{where}: builder.resized must be true or false")
-    if ref.startswith("zoo:"):
+    parsed = _builder_ref(ref)
+    if parsed.scheme == "zoo":
         from .zoo import ZOO
 
-        from urllib.parse import parse_qsl
-
-        name, _, query = ref.split(":", 1)[1].partition("?")  # zoo:NAME?option=value: options are arguments too
+        name = parsed.body  # zoo:NAME?option=value: options are arguments too
         if name not in ZOO:
             raise InputError(f"{where}: unknown zoo model {name!r}", hint=f"choose one of {', '.join(sorted(ZOO))}")
         accepted = set(inspect.signature(ZOO[name]).parameters)
-        extra = sorted((set(kwargs) | {k for k, _ in parse_qsl(query, keep_blank_values=True)}) - accepted)
+        extra = sorted((set(kwargs) | {k for k, _ in parsed.options}) - accepted)
         if extra:
             raise InputError(f"{where}: zoo:{name} takes no arguments {extra}", hint=f"it takes {sorted(accepted)}")
         return builder
-    if ref.startswith("hf:"):
+    if parsed.scheme == "hf":
         for key, value in kwargs.items():
             want = _HF_KWARGS.get(key)
             if want is None or not isinstance(value, want) or isinstance(value, bool):
@@ -197,9 +207,9 @@ def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
                                  hint="hf: builders take n_classes (int) and attn (eager or sdpa)")
         if kwargs.get("attn", "eager") not in _ATTN:
             raise InputError(f"{where}: hf builder attn={kwargs['attn']!r}", hint=f"use one of {_ATTN}")
-        _check_hf_target(ref, where)
+        _check_hf_target(parsed.body, where)
         return builder
-    if not PY_REF.match(ref):
+    if parsed.kind != "code" or parsed.weights or parsed.options:
         raise InputError(f"{where}: builder {ref!r} is not one of modelpress's builders (zoo:NAME, hf:DIR) "
                          f"or a pkg.module:factory reference")
     if not _CODE_TRUST.get().allows(ref):
@@ -211,20 +221,19 @@ def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
     return builder
 
 
-def _check_hf_target(ref: str, where: str) -> None:
+def _check_hf_target(name: str, where: str) -> None:
     """``hf:NAME`` resolves to a folder, or to an installed model package that ``hf.py`` would *import*. From a
     file, a package is accepted only when it is one (a ``model/config.json`` beside its ``__init__``), found with
     ``importlib.util.find_spec``, which runs no module code: ``hf:antigravity`` must not open a browser."""
     import importlib.util
 
-    name = ref.split(":", 1)[1]
     if not name or Path(name).is_dir():
         return
     module_name = name.replace("-", "_")
     spec = importlib.util.find_spec(module_name) if module_name.isidentifier() else None
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
     if not any((Path(f) / "model" / "config.json").is_file() for f in folders):
-        raise InputError(f"{where}: builder {ref} is neither a model folder nor an installed model package; "
+        raise InputError(f"{where}: builder hf:{name} is neither a model folder nor an installed model package; "
                          f"it was not imported")
 
 
@@ -254,22 +263,52 @@ def _torch_inputs(data: Dataset) -> tuple[InputSpec, ...]:
     )
 
 
-@register_model_scheme("zoo")
-def _load_zoo(ref: str, *, data: Dataset | None, weights: str | None, trust_checkpoint: bool = False,
-              **kw: Any) -> ModelArtifact:
-    data = _need_data(ref, data)
-    kwargs = {"input_shape": list(data.sample_shape), "n_classes": data.n_classes, **kw.get("kwargs", {})}
-    builder = {"ref": ref, "kwargs": kwargs}
-    module = _build(builder, seed=kw.get("seed", 0))
+_TRUE = ("1", "true", "yes")
+
+
+def _load_zoo(ref: Reference, *, data: Dataset | None, trust_checkpoint: bool = False, **kw: Any) -> ModelArtifact:
+    """``zoo:NAME[?option=value][@weights]``, sized by ``data``.
+
+    A ``pretrained`` model keeps the class count of its weights (the factory's default, 1000 for ImageNet), not the
+    data's; its builder record drops ``pretrained`` (a saved artifact's own weights file restores every weight, so
+    reloading it needs no weights package). ``@weights`` for the ImageNet CNNs go through
+    :func:`modelpress.zoo.convert_checkpoint`, so torchvision files and ``module.``/``model.`` prefixed keys load.
+    """
+    from .zoo import ZOO, convert_checkpoint
+    from .zoo.checkpoints import layouts_for
+
+    data = _need_data(ref.base, data)
+    name = ref.body
+    extra = dict(kw.get("kwargs", {}))
+    pretrained = str(ref.option("pretrained", "0")).lower() in _TRUE or extra.get("pretrained") is True
+    n_classes = data.n_classes
+    if pretrained and name in ZOO:
+        default = inspect.signature(ZOO[name]).parameters.get("n_classes")
+        if default is not None and isinstance(default.default, int):
+            n_classes = default.default
+    kwargs = {"input_shape": list(data.sample_shape), "n_classes": n_classes, **extra}
+    module = _build({"ref": _zoo_ref(name, ref.options), "kwargs": kwargs}, seed=kw.get("seed", 0))
+    kept = tuple((k, v) for k, v in ref.options if k != "pretrained")
+    builder = {"ref": _zoo_ref(name, kept), "kwargs": {k: v for k, v in kwargs.items() if k != "pretrained"}}
+    class_names = data.class_names if data.n_classes == n_classes else None
     artifact = ModelArtifact(
-        "torch", _torch_inputs(data), data.n_classes, ref, module=module, builder=builder, class_names=data.class_names
+        "torch", _torch_inputs(data), n_classes, _zoo_ref(name, ref.options), module=module, builder=builder,
+        class_names=class_names,
     )
-    if weights:
-        load_weights_into(artifact.module, weights, trust_checkpoint=trust_checkpoint)
+    if ref.weights:
+        state = read_state_dict(ref.weights, trust_checkpoint=trust_checkpoint)
+        if layouts_for(name):  # torchvision / efficientnet_lite_pytorch key names, prefixes, old BN files
+            state = convert_checkpoint(name, state, module)
+        load_state_into(module, state, source=ref.weights)
     return artifact
 
 
-def _load_factory(ref: str, *, data: Dataset | None, weights: str | None, trust_checkpoint: bool) -> ModelArtifact:
+def _zoo_ref(name: str, options: tuple[tuple[str, str], ...]) -> str:
+    return f"zoo:{name}" + (f"?{urlencode(options)}" if options else "")
+
+
+def _load_factory(parsed: Reference, *, data: Dataset | None, trust_checkpoint: bool) -> ModelArtifact:
+    ref, weights = parsed.body, parsed.weights
     data = _need_data(ref, data)
     fn = resolve_callable(ref)
     kwargs: dict[str, Any] = {}
@@ -312,22 +351,23 @@ def _build(builder: dict[str, Any], *, seed: int = 0) -> Any:
     from torch import nn
 
     ref = builder["ref"]
+    parsed = _builder_ref(ref)
     kwargs = dict(builder.get("kwargs", {}))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if ref.startswith("zoo:"):
+        if parsed.scheme == "zoo":
             from .zoo import build_zoo
 
             try:
-                module = build_zoo(ref.split(":", 1)[1], **kwargs)
+                module = build_zoo(_zoo_ref(parsed.body, parsed.options)[4:], **kwargs)
             except InputError:
                 raise
             except Exception as exc:  # a manifest's widths are user input: a bad one is exit 2, not a crash
                 raise InputError(f"{ref} cannot be built with {kwargs} ({_first_line(exc)})") from None
-        elif ref.startswith("hf:"):
-            if "hf" not in _SCHEMES:
-                from . import hf  # noqa: F401  (registers the hf: source; an artifact folder may come first)
-            module = _SCHEMES["hf"].build(builder)  # type: ignore[attr-defined]
+        elif parsed.scheme == "hf":
+            from .hf import build_module
+
+            module = build_module(builder)
         else:
             if not _CODE_TRUST.get().allows(ref):  # the one place a factory is called: never one nobody named
                 raise InputError(f"model factory {ref} was not named by the user; it was not imported",
@@ -558,11 +598,10 @@ def _manifest_inputs(value: Any, where: str) -> tuple[InputSpec, ...]:
     return tuple(specs)
 
 
-@register_model_suffix(".onnx")
-def _load_onnx_file(ref: str, *, data: Dataset | None = None, **_: Any) -> ModelArtifact:
+def _load_onnx_file(ref: Reference, *, data: Dataset | None = None, **_: Any) -> ModelArtifact:
     from .onnx_utils import graph_inputs, load_onnx
 
-    path = Path(ref)
+    path = Path(ref.body)
     model = load_onnx(path, with_data=False)
     inputs, outputs = graph_inputs(model)
     if not inputs or not outputs:
@@ -595,3 +634,46 @@ def _data_array(data: Dataset | None, name: str, n_inputs: int) -> Any:
     if name in data.inputs:
         return data.inputs[name]
     return next(iter(data.inputs.values())) if n_inputs == 1 and len(data.inputs) == 1 else None
+
+
+def _load_hf(ref: Reference, *, data: Dataset | None = None, trust_checkpoint: bool = False,
+             **options: Any) -> ModelArtifact:
+    """``hf:DIR[@weights.safetensors]`` → a torch artifact (classes from ``kwargs``, the head weights or the data).
+
+    ``@weights`` holds head weights (keys ``head.*``) or a whole state dict.
+    """
+    from .hf import INPUT_NAMES, resolve_model_dir
+
+    base, weights = ref.base, ref.weights
+    resolve_model_dir(ref.body)  # a missing folder is the first thing to hear about
+    state = read_state_dict(weights, trust_checkpoint=trust_checkpoint) if weights else None
+    n_classes = int(options.get("kwargs", {}).get("n_classes", 0))
+    if not n_classes and state is not None and "head.weight" in state:
+        n_classes = int(state["head.weight"].shape[0])
+    if not n_classes and data is not None:
+        n_classes = data.n_classes
+    if not n_classes:
+        raise InputError(f"{base} needs the class count", hint="pass --data, or head weights (head.weight)")
+    if data is not None and set(data.inputs) != set(INPUT_NAMES):
+        raise InputError(f"{base} takes inputs {list(INPUT_NAMES)} but data {data.source} has {sorted(data.inputs)}",
+                         hint="use text data (*.jsonl, a *.csv with a text column, or text:FILE?tokenizer=...)")
+    builder = {"ref": base, "kwargs": {"n_classes": n_classes, "attn": str(options.get("attn", "eager"))}}
+    module = _build(builder, seed=int(options.get("seed", 0)))
+    if state is not None:
+        if all(k.startswith("head.") for k in state):
+            load_state_into(module.head, {k[5:]: v for k, v in state.items()}, source=str(weights))
+        else:
+            load_state_into(module, state, source=str(weights))
+    inputs = tuple(InputSpec(name, (None, None), "int64") for name in INPUT_NAMES)
+    class_names = data.class_names if data is not None and data.n_classes == n_classes else None
+    return ModelArtifact("torch", inputs, n_classes, base, module=module, builder=builder, class_names=class_names)
+
+
+def register_builtins(registry: Registry[ModelLoader]) -> None:
+    """modelpress's own sources; third-party ones come through the ``modelpress.sources`` entry-point group."""
+    registry.add("zoo", _load_zoo)
+    registry.add("hf", _load_hf)
+    registry.add(".onnx", _load_onnx_file)
+
+
+register_builtins(SOURCES)

@@ -1,13 +1,16 @@
 """The stage registry: a frozen config dataclass + one registered function per stage.
 
-``@register_stage(PruneConfig)`` maps the config type to ``run(artifact, config, ctx) -> artifact``. The YAML pipeline
+``@register_stage(PruneConfig)`` adds a :class:`Stage` (the config type and ``run(artifact, config, ctx) ->
+artifact``) to :data:`STAGES` under the config's ``kind``. The package's ``__init__`` imports every stage module, so
+the registry is complete whatever a caller imported first; third-party stages come through the ``modelpress.stages``
+entry-point group (``def register(registry): registry.add("mystage", Stage(MyConfig, run))``). The YAML pipeline
 and the CLI's per-stage commands both call :func:`run_stage`; nothing branches on stage names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -15,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from ..artifacts import ModelArtifact
 from ..data import Dataset
 from ..errors import InputError
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -75,36 +79,76 @@ COST_KEY = "cost"
 
 C = TypeVar("C", bound=StageConfig)
 StageFn = Callable[[ModelArtifact, Any, StageContext], ModelArtifact]
-STAGES: dict[type[StageConfig], StageFn] = {}
-CONFIGS: dict[str, type[StageConfig]] = {}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One registry entry: the frozen config type and the function that runs it."""
+
+    config: type[StageConfig]
+    run: StageFn
+
+
+#: Stages by kind (``"prune"``): filled by :func:`register_stage` in the stage modules this package's ``__init__``
+#: imports, and by the ``modelpress.stages`` entry-point group.
+STAGES: Registry[Stage] = Registry("stage", entry_points="modelpress.stages")
 
 
 def register_stage(config_cls: type[C]) -> Callable[[StageFn], StageFn]:
+    """Register ``run`` for ``config_cls`` under ``config_cls.kind``; registering a kind again replaces it."""
+
     def decorate(fn: StageFn) -> StageFn:
         if not config_cls.kind:
             raise TypeError(f"{config_cls.__name__} must set kind")
-        STAGES[config_cls] = fn
-        CONFIGS[config_cls.kind] = config_cls
+        STAGES.add(config_cls.kind, Stage(config_cls, fn), replace=True)
         return fn
 
     return decorate
 
 
+class _Configs:
+    """Read view ``kind → config type`` over :data:`STAGES`, for callers written against the former dict.
+
+    Kept while ``pipeline/validate.py`` and the pipeline tests still read ``CONFIGS``; new code reads ``STAGES``.
+    """
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in STAGES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(STAGES.names())
+
+    def __len__(self) -> int:
+        return len(STAGES)
+
+    def __getitem__(self, kind: str) -> type[StageConfig]:
+        return STAGES.get(kind).config
+
+    def pop(self, kind: str, default: Any = None) -> Any:
+        stage = STAGES.pop(kind, None)
+        return default if stage is None else stage.config
+
+
+CONFIGS = _Configs()
+
+
 def config_for(kind: str, params: dict[str, Any] | None = None, *, where: str = "") -> StageConfig:
-    if kind not in CONFIGS:
+    stage = STAGES.find(kind)
+    if stage is None:
         import difflib
 
-        close = difflib.get_close_matches(kind, list(CONFIGS), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known stages: {', '.join(sorted(CONFIGS))}"
+        close = difflib.get_close_matches(kind, list(STAGES.names()), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known stages: {', '.join(sorted(STAGES.names()))}"
         raise InputError(f"{where}unknown stage type {kind!r}", hint=hint)
-    return CONFIGS[kind].from_params(dict(params or {}), where=where)
+    return stage.config.from_params(dict(params or {}), where=where)
 
 
 def run_stage(artifact: ModelArtifact, config: StageConfig, ctx: StageContext) -> ModelArtifact:
     """Run one stage and record it in the artifact's history."""
-    fn = STAGES.get(type(config))
-    if fn is None:
+    stage = STAGES.find(config.kind) if isinstance(config, StageConfig) else None
+    if stage is None or stage.config is not type(config):
         raise InputError(f"no stage registered for {type(config).__name__}")
+    fn = stage.run
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     if COST_KEY in artifact.metadata:  # the cost of the stage that made the input is not this stage's cost
         artifact = artifact.evolve(metadata={k: v for k, v in artifact.metadata.items() if k != COST_KEY})

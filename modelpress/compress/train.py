@@ -403,3 +403,25 @@ def _copy_module(module: Any) -> Any:
     import copy
 
     return copy.deepcopy(module)
+
+
+def train_head(artifact: ModelArtifact, data: Dataset, *, epochs: int = 30, lr: float = 1e-2, batch_size: int = 64,
+               seed: int = 0) -> dict[str, Any]:
+    """Train only the linear head of an ``hf:`` encoder classifier on frozen, mean-pooled embeddings. In place.
+
+    The embeddings are computed once, so tests and benchmarks stay quick; fine-tuning the whole encoder is the train
+    stage's job. (Moved here from ``hf.py``, which sits below the stages and must not import them.)
+    """
+    import torch
+
+    module = artifact.module
+    if module is None or not hasattr(module, "pooled"):
+        raise InputError(f"train_head needs an hf: encoder classifier, got {artifact.source}")
+    pooled = []
+    with torch.inference_mode():
+        for batch, _ in data.batches(64):
+            ids, mask = (torch.from_numpy(batch[n]) for n in ("input_ids", "attention_mask"))
+            pooled.append(module.pooled(ids, mask).numpy())
+    features = Dataset({"input": np.concatenate(pooled).astype(np.float32)}, data.y, data.class_names,
+                       f"pooled({data.source})", data.split)
+    return fit(module.head, features, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, desc="train head")
