@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import read_json, sha256_file, write_json
+from .registry import Registry
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 2
@@ -234,31 +235,72 @@ def _weights_state(module: Any, transforms: list[dict[str, Any]]) -> dict[str, A
     return {k: v.detach().contiguous().clone() for k, v in state.items() if hasattr(v, "detach")}
 
 
-# ---- post-load transforms (registered by the stages that create them) -------------------------------------------
+# ---- post-load transforms -----------------------------------------------------------------------------------------
+#: ``transform(module, params) -> module``: deterministic, re-applied every time an artifact is loaded.
 Transform = Callable[[Any, dict[str, Any]], Any]
-TRANSFORMS: dict[str, Transform] = {}
+#: Transforms by the name a manifest records. They live on this floor, not with the stages that create them, so that
+#: loading an artifact never imports the stages (before, this module imported ``modelpress.compress`` to find them);
+#: third-party transforms come through the ``modelpress.transforms`` entry-point group.
+TRANSFORMS: Registry[Transform] = Registry("model transform", entry_points="modelpress.transforms")
+
+TORCH_DYNAMIC_INT8 = "torch_dynamic_int8"
+_DYNAMIC_LAYERS = ("Linear", "LSTM", "GRU")
+
+
+def apply_torch_dynamic_int8(module: Any, params: dict[str, Any]) -> Any:
+    """Quantize ``params["layers"]`` (Linear/LSTM/GRU) of ``module`` to int8 weights with dynamic activations.
+
+    ``torch.ao.quantization.quantize_dynamic`` has no calibration, so the same float weights give the same int8
+    module every time: the artifact keeps the float weights and this re-applies the transform at load.
+    """
+    import torch
+    from torch import nn
+    from torch.ao.quantization import quantize_dynamic
+
+    engine = str(params.get("engine", "x86"))
+    if engine not in torch.backends.quantized.supported_engines:
+        raise InputError(f"torch quantized engine {engine!r} is not available here",
+                         hint=f"available: {', '.join(torch.backends.quantized.supported_engines)}")
+    table = {"Linear": nn.Linear, "LSTM": nn.LSTM, "GRU": nn.GRU}
+    names = list(params.get("layers", _DYNAMIC_LAYERS))
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise InputError(f"torch dynamic quantization handles {sorted(table)}, not {unknown}")
+    torch.backends.quantized.engine = engine
+    float_state = getattr(module, "_modelpress_float_state", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the torch.ao deprecation notice, once per call
+        quantized = quantize_dynamic(module, {table[n] for n in names}, dtype=torch.qint8, inplace=False)
+    if float_state is not None:
+        quantized._modelpress_float_state = float_state
+    return quantized.eval()
 
 
 def register_transform(name: str) -> Callable[[Transform], Transform]:
-    """Register a deterministic module → module transform re-applied when an artifact is loaded."""
+    """Decorator form of ``TRANSFORMS.add(name, fn, replace=True)``."""
 
     def decorate(fn: Transform) -> Transform:
-        TRANSFORMS[name] = fn
+        TRANSFORMS.add(name, fn, replace=True)
         return fn
 
     return decorate
 
 
+def register_builtins(registry: Registry[Transform]) -> None:
+    """modelpress's own transforms."""
+    registry.add(TORCH_DYNAMIC_INT8, apply_torch_dynamic_int8)
+
+
+register_builtins(TRANSFORMS)
+
+
 def apply_transforms(module: Any, transforms: list[dict[str, Any]]) -> Any:
     for t in transforms:
-        if t["name"] not in TRANSFORMS:
-            # stage modules register their transforms on import
-            import modelpress.compress  # noqa: F401
-
-        if t["name"] not in TRANSFORMS:
+        transform = TRANSFORMS.find(t["name"])
+        if transform is None:
             raise InputError(f"unknown model transform {t['name']!r} in manifest", hint="upgrade modelpress")
         try:
-            module = TRANSFORMS[t["name"]](module, t.get("params", {}))
+            module = transform(module, t.get("params", {}))
         except InputError:
             raise
         except Exception as exc:  # params come from a manifest: bad ones are the file's fault (exit 2)
