@@ -102,7 +102,7 @@ def main() -> None:
 
 
 def _save(path: Path, x: np.ndarray, reference) -> Path:
-    from modelpress.evaluate.backends import make_runner
+    from modelpress.runtime.sessions import make_runner
 
     x = x.astype(np.float32)
     y = make_runner(reference, "onnxruntime")({"x": x}).argmax(axis=1)

@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from modelpress.data import load_data
-from modelpress.evaluate.backends import make_runner
-from modelpress.evaluate.latency import LatencyConfig, measure_latency, speedup_ratio
+from modelpress.runtime.sessions import make_runner
+from modelpress.runtime.latency import LatencyConfig, measure_latency, speedup_ratio
 from modelpress.reports.schema import run_info
 from modelpress.sources import load_model
 

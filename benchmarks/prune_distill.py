@@ -8,7 +8,7 @@ Columns: accuracy and macro F1 on the test split (the evaluator), parameters (no
 sample, safetensors size and its zlib-compressed size, median latency at one batch size on torch and on
 onnxruntime (the same thread count for every row; rows timed in interleaved rounds so that machine drift hits all
 alike), and the wall-clock speed-up against the dense model on the same backend: a ratio of medians with a bootstrap
-95 % CI (evaluate.latency.speedup_ratio). The MAC ratio is what dense
+95 % CI (runtime.latency.speedup_ratio). The MAC ratio is what dense
 kernels compute; the speed-up is measured; the two are different numbers and are reported apart.
 
     python benchmarks/prune_distill.py [--quick] [--threads 1] [--batch-size 64] [--models cnn,wide-cnn]
@@ -38,9 +38,9 @@ from modelpress.compress.export import ExportConfig
 from modelpress.compress.prune import PruneConfig
 from modelpress.compress.train import fit
 from modelpress.data import load_data
-from modelpress.evaluate.backends import make_runner
+from modelpress.runtime.sessions import make_runner
 from modelpress.evaluate.evaluator import EvalConfig, evaluate
-from modelpress.evaluate.latency import LatencyConfig, measure_latency, speedup_ratio
+from modelpress.runtime.latency import LatencyConfig, measure_latency, speedup_ratio
 from modelpress.sources import load_model
 
 MODELS = {"cnn": {"channels": [32, 64], "hidden": 64}, "wide-cnn": {"channels": [64, 128], "hidden": 128}}

@@ -52,10 +52,10 @@ from modelpress.compress.quantize import QuantizeConfig
 from modelpress.compress.quantize_onnx import quiet
 from modelpress.compress.train import fit
 from modelpress.data import Dataset, load_data
-from modelpress.evaluate.backends import make_runner, ort_session
+from modelpress.runtime.sessions import make_runner, ort_session
 from modelpress.evaluate.evaluator import predict
-from modelpress.evaluate.latency import LatencyConfig, measure_latency, speedup_ratio
-from modelpress.evaluate.metrics import classification_metrics, fidelity
+from modelpress.runtime.latency import LatencyConfig, measure_latency, speedup_ratio
+from modelpress.runtime.metrics import classification_metrics, fidelity
 from modelpress.sources import load_model
 
 BASELINE = "onnxruntime FP32"

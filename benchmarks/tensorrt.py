@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="Markdown file (default: results/tensorrt-<date>.md)")
     args = parser.parse_args()
 
-    from modelpress.evaluate.tensorrt_backend import INSTALL_HINT, tensorrt_missing
+    from modelpress.runtime.tensorrt import INSTALL_HINT, tensorrt_missing
 
     missing = tensorrt_missing()
     if missing is not None:
@@ -64,8 +64,8 @@ def run(tmp: Path, *, threads: int, epochs: int, precise: bool) -> str:
     from modelpress.data import load_data
     from modelpress.errors import GateFailed
     from modelpress.evaluate.evaluator import EvalConfig, evaluate, predict
-    from modelpress.evaluate.latency import LatencyConfig, speedup_ratio
-    from modelpress.evaluate.tensorrt_backend import CudaRuntime
+    from modelpress.runtime.latency import LatencyConfig, speedup_ratio
+    from modelpress.runtime.tensorrt import CudaRuntime
     from modelpress.reports.schema import run_info
     from modelpress.sources import load_model
 

@@ -249,7 +249,7 @@ def evaluate(model: str, data_ref: str, weights: str | None, backend: tuple[str,
     """
     from .data import load_data
     from .evaluate.evaluator import EvalConfig, evaluate as run_eval, predict
-    from .evaluate.latency import LatencyConfig
+    from .runtime.latency import LatencyConfig
     from .pipeline import predictions_of, stage_result
     from .reports import new_report, render_markdown, write_report
     from .sources import load_model

@@ -188,7 +188,7 @@ def _teacher_fn(teacher: ModelArtifact, threads: int) -> Any:
 
         run_torch.module = module  # type: ignore[attr-defined]
         return run_torch
-    from ..evaluate.backends import make_runner
+    from ..runtime.sessions import make_runner
 
     runner = make_runner(teacher, "onnxruntime" if teacher.format == "onnx" else teacher.format, threads=threads)
     names = [s.name for s in teacher.inputs]

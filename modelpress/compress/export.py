@@ -229,7 +229,7 @@ def export_onnx(artifact: ModelArtifact, path: Path, *, config: ExportConfig) ->
 def verify_onnx(reference: ModelArtifact, candidate: ModelArtifact, data: Dataset, *, config: ExportConfig,
                 threads: int = 1) -> dict[str, Any]:
     """Compare torch and onnxruntime outputs at batch sizes 1, an odd size and the full sample."""
-    from ..evaluate.backends import make_runner
+    from ..runtime.sessions import make_runner
 
     n = min(len(data), config.verify_samples)
     sample = data.subset(slice(0, n))

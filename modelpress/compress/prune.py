@@ -179,7 +179,7 @@ def _summary(r: dict[str, Any]) -> str:
 
 def measure(artifact: ModelArtifact, module: Any) -> dict[str, Any]:
     """Parameters, non-zero parameters, sparsity and dense MACs per sample of ``module`` (with no masks on it)."""
-    from ..evaluate.footprint import footprint
+    from ..runtime.footprint import footprint
 
     fp = footprint(artifact.evolve(module=module, path=None, transforms=[]))
     return {k: fp.get(k) for k in ("params", "nonzero_params", "sparsity", "macs")}

@@ -488,7 +488,7 @@ def _verdict(record: dict[str, Any], reference: np.ndarray, got: np.ndarray, jud
              data: Dataset, artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext, target: Target,
              host: Target) -> dict[str, Any]:
     """Fill ``record`` with fidelity and metric of ``judged`` against ``reference``; refuse a collapse."""
-    from ..evaluate.metrics import classification_metrics, fidelity
+    from ..runtime.metrics import classification_metrics, fidelity
 
     n_classes = artifact.n_classes
     width = reference.shape[1] if reference.ndim == 2 else 1

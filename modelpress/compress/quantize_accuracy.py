@@ -27,7 +27,7 @@ import numpy as np
 from .. import progress
 from ..data import Dataset
 from ..errors import GateFailed
-from ..evaluate.metrics import classification_metrics, fidelity
+from ..runtime.metrics import classification_metrics, fidelity
 
 Build = Callable[[list[str], Path], Path]
 

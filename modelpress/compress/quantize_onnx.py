@@ -399,7 +399,7 @@ def fp16_overflows(path: Path, data: Dataset, *, threads: int, batch_size: int =
     for name in watched:
         if name not in existing:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    from ..evaluate.backends import ort_session
+    from ..runtime.sessions import ort_session
 
     tmp = path.with_name(f".{path.stem}.ranges.onnx")
     save(model, tmp)
@@ -478,7 +478,7 @@ def drop_cast_round_trips(model: Any) -> int:
 
 
 def session(path: Path, threads: int) -> Any:
-    from ..evaluate.backends import ort_session
+    from ..runtime.sessions import ort_session
 
     return ort_session(str(path), threads=threads)
 

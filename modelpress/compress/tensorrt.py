@@ -37,7 +37,7 @@ import numpy as np
 from ..artifacts import InputSpec, ModelArtifact
 from ..data import Dataset
 from ..errors import GateFailed, InputError
-from ..evaluate.tensorrt_backend import CudaApi
+from ..runtime.tensorrt import CudaApi
 from ..io import sha256_file, write_bytes
 
 if TYPE_CHECKING:
@@ -458,7 +458,7 @@ def build_engine(onnx_path: Path, *, plan: BuildPlan, config: ExportConfig, cali
     API); nothing is written here."""
     import tensorrt as trt
 
-    from ..evaluate.tensorrt_backend import trt_logger
+    from ..runtime.tensorrt import trt_logger
 
     if plan.quantize:
         raise ValueError("build_engine needs the Q/DQ model; quantize_qdq first")
@@ -559,8 +559,8 @@ def verify_samples(config: ExportConfig, n: int) -> int:
 def verify_engine(onnx_artifact: ModelArtifact, engine_artifact: ModelArtifact, data: Dataset, *,
                   config: ExportConfig, threads: int = 1) -> dict[str, Any]:
     """Engine vs onnxruntime at batch 1, an odd size and the whole sample (chunked to the profile's max batch)."""
-    from ..evaluate.backends import make_runner
-    from ..evaluate.tensorrt_backend import open_session
+    from ..runtime.sessions import make_runner
+    from ..runtime.tensorrt import open_session
 
     n = verify_samples(config, len(data))
     sample = data.subset(slice(0, n))
@@ -594,7 +594,7 @@ def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageCon
     ``model.qdq.onnx`` (or, with the deprecated calibrator, ``calibration.cache``) into ``ctx.work_dir``; rewrites
     ``config.timing_cache`` when one is named.
     """
-    from ..evaluate.tensorrt_backend import CudaRuntime, require_tensorrt
+    from ..runtime.tensorrt import CudaRuntime, require_tensorrt
     from .export import onnx_for_export
 
     require_tensorrt("export --format tensorrt", needs="TensorRT and a CUDA GPU")

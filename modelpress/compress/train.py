@@ -27,7 +27,7 @@ from .. import progress
 from ..artifacts import ModelArtifact
 from ..data import Dataset
 from ..errors import InputError
-from ..evaluate.memory import process_peak_rss_bytes
+from ..runtime.memory import process_peak_rss_bytes
 from ..io import read_json, sha256_arrays, write_bytes, write_json
 from .registry import COST_KEY, StageConfig, StageContext, register_stage
 

@@ -32,7 +32,7 @@ import numpy as np
 from ..artifacts import ModelArtifact, check_inputs
 from ..data import Dataset
 from ..errors import GateFailed, InputError
-from ..evaluate.latency import LatencyConfig, speedup_ratio
+from ..runtime.latency import LatencyConfig, speedup_ratio
 from .layer_error import check_comparable, layer_errors
 from .profile import node_key, profile_artifact, qdq_analysis
 from .recommend import recommend, slowdown

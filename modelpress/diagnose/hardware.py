@@ -59,7 +59,7 @@ def _feeds(model: Any, data: Dataset, batch_size: int) -> list[dict[str, np.ndar
 
 
 def _reference_logits(path: Path, feeds: list[dict[str, np.ndarray]], threads: int) -> np.ndarray:
-    from ..evaluate.backends import ort_session
+    from ..runtime.sessions import ort_session
 
     session = ort_session(str(path), threads=threads)
     out = session.get_outputs()[0].name

@@ -72,7 +72,7 @@ def _measure(nodes: list[str], build: Callable[[list[str], Path], Path], base_ex
              reference: ModelArtifact, result: ModelArtifact, data: Dataset, *, threads: int,
              work_dir: Path) -> dict[str, Any]:
     from ..compress import quantize_onnx as qo
-    from ..evaluate.metrics import fidelity
+    from ..runtime.metrics import fidelity
 
     subset = data.subset(slice(0, min(len(data), RANK_SAMPLES)))
     rebuilt = build(sorted(set(base_exclude) | set(nodes)), work_dir / "explain-recommended.onnx")

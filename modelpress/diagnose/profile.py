@@ -29,7 +29,7 @@ import numpy as np
 
 from ..artifacts import ModelArtifact
 from ..errors import InputError
-from ..evaluate.backends import ort_session_options
+from ..runtime.sessions import ort_session_options
 
 #: Ops onnxruntime runs as integer kernels (the int8 work a quantized model is meant to do).
 INT8_KERNELS = frozenset({

@@ -15,11 +15,11 @@ from ..runtime.emulate import host_mismatch_note
 from ..artifacts import ModelArtifact, check_inputs
 from ..data import Dataset
 from ..errors import InputError, ModelpressError
-from .backends import BACKENDS, LATENCY_HOOKS, make_runner, require_backend
-from .footprint import footprint
-from .latency import LatencyConfig, measure_cold_start, measure_latency
-from .memory import MEMORY_BACKENDS, measure_memory
-from .metrics import classification_metrics, fidelity, to_probabilities
+from ..runtime.sessions import BACKENDS, LATENCY_HOOKS, make_runner, require_backend
+from ..runtime.footprint import footprint
+from ..runtime.latency import LatencyConfig, measure_cold_start, measure_latency
+from ..runtime.memory import MEMORY_BACKENDS, measure_memory
+from ..runtime.metrics import classification_metrics, fidelity, to_probabilities
 
 NATIVE_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
 BACKEND_FORMATS = {"torch": ("torch",), "onnxruntime": ("onnx",), "tensorrt": ("tensorrt",)}

@@ -65,7 +65,7 @@ def _embed(artifact: ModelArtifact, data: Dataset, layer: str | None, *, threads
            batch_size: int) -> tuple[np.ndarray, str | None]:
     """The embeddings and the name they were read from (the one of ``layer``'s names that the model has)."""
     if layer is None:
-        from .backends import make_runner
+        from ..runtime.sessions import make_runner
         from .evaluator import native_backend
 
         runner = make_runner(artifact, native_backend(artifact), threads=threads)
@@ -127,7 +127,7 @@ def _onnx_output(artifact: ModelArtifact, data: Dataset, layer: str, *, threads:
                  batch_size: int) -> tuple[np.ndarray, str]:
     """A graph output, or an intermediate tensor made a graph output in an in-memory copy of the model."""
     from ..onnx_utils import load_onnx
-    from .backends import ort_session
+    from ..runtime.sessions import ort_session
 
     model = load_onnx(artifact.path, with_data=False)
     outputs = [o.name for o in model.graph.output]

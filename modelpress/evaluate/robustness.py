@@ -153,9 +153,9 @@ def robustness(artifact: ModelArtifact, data: Dataset, *, levels: Sequence[float
     Raises:
         InputError: a negative or non-finite level, a token probability above 1, an unknown token mode.
     """
-    from .backends import make_runner
+    from ..runtime.sessions import make_runner
     from .evaluator import native_backend
-    from .metrics import classification_metrics, to_probabilities
+    from ..runtime.metrics import classification_metrics, to_probabilities
 
     levels = check_levels(levels, data.inputs)
     plan = NoisePlan.draw(data.inputs, seed=seed, mode=token_mode)

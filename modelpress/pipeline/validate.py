@@ -36,9 +36,9 @@ from .. import compress  # noqa: F401  (registers the stages)
 from ..compress.registry import CONFIGS, StageConfig
 from ..config import FieldSpec, field_specs
 from ..errors import InputError
-from ..evaluate.backends import BACKENDS
+from ..runtime.sessions import BACKENDS
 from ..evaluate.evaluator import EvalConfig
-from ..evaluate.latency import LatencyConfig
+from ..runtime.latency import LatencyConfig
 from ..refs import CODE_REF, Reference, parse_data_ref, parse_model_ref
 from .spec import DataSpec, Located, Path_, PipelineSpec, read_spec_file, read_yaml
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..evaluate.latency import speedup_ratio
+from ..runtime.latency import speedup_ratio
 from ..metric_schema import section
 
 __all__ = [
@@ -241,7 +241,7 @@ def latency_ratio(baseline_samples_ms: Any, candidate_samples_ms: Any, *, n_boot
                   seed: int = 0) -> dict[str, float]:
     """Slow-down of the candidate: ratio of median latencies (candidate / baseline) with a bootstrap 95 % CI.
 
-    The inverse of :func:`~modelpress.evaluate.latency.speedup_ratio` (same resampling, arguments swapped), so a
+    The inverse of :func:`~modelpress.runtime.latency.speedup_ratio` (same resampling, arguments swapped), so a
     value of 1.3 reads "30 % slower". The two runs are independent, so each sample set is resampled on its own.
 
     Returns:

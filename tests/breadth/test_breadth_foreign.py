@@ -19,7 +19,7 @@ def test_sklearn_logistic_regression_evaluates_like_its_own_predictions(tmp_path
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    from modelpress.evaluate.foreign import sklearn_to_onnx
+    from modelpress.runtime.sklearn_onnx import sklearn_to_onnx
 
     train = load_data("sklearn:breast_cancer", split="train")
     test = load_data("sklearn:breast_cancer", split="test")
@@ -41,7 +41,7 @@ def test_sklearn_mlp_is_quantized_like_any_onnx_model(tmp_path, run_cli):
     import onnx
     from sklearn.neural_network import MLPClassifier
 
-    from modelpress.evaluate.foreign import sklearn_to_onnx
+    from modelpress.runtime.sklearn_onnx import sklearn_to_onnx
 
     train, test = load_data("sklearn:iris", split="train"), load_data("sklearn:iris", split="test")
     with warnings.catch_warnings():
@@ -120,7 +120,7 @@ def test_conversion_errors(tmp_path):
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
     from modelpress.errors import InputError
-    from modelpress.evaluate.foreign import sklearn_to_onnx
+    from modelpress.runtime.sklearn_onnx import sklearn_to_onnx
 
     x = np.zeros((4, 3), np.float32)
     with pytest.raises(InputError, match="has no predict_proba"):

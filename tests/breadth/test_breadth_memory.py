@@ -57,7 +57,7 @@ def _data(features, classes, n=64):
 
 @pytest.mark.slow
 def test_peak_memory_grows_with_batch_and_int8_needs_less(wide_pair):
-    from modelpress.evaluate.memory import measure_memory
+    from modelpress.runtime.memory import measure_memory
 
     fp32, int8, data = wide_pair
     got = {}
@@ -85,7 +85,7 @@ def test_weight_bytes_of_torch_models_count_packed_int8(trained_mlp):
 
     import torch
 
-    from modelpress.evaluate.memory import weight_bytes
+    from modelpress.runtime.memory import weight_bytes
 
     artifact, _ = trained_mlp
     expected = sum(p.numel() * 4 for p in artifact.module.state_dict().values())
@@ -97,7 +97,7 @@ def test_weight_bytes_of_torch_models_count_packed_int8(trained_mlp):
 
 def test_memory_refuses_gpu_backends_and_bad_repeat(wide_pair):
     from modelpress.errors import InputError
-    from modelpress.evaluate.memory import measure_memory
+    from modelpress.runtime.memory import measure_memory
 
     fp32, _, data = wide_pair
     with pytest.raises(InputError, match="not 'tensorrt'"):

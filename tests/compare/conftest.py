@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelpress.evaluate.latency import summarize_samples
-from modelpress.evaluate.metrics import classification_metrics
+from modelpress.runtime.latency import summarize_samples
+from modelpress.runtime.metrics import classification_metrics
 from modelpress.reports import new_report, write_report
 
 STAGE = "02-quantize"

@@ -6,7 +6,7 @@ from sklearn import metrics as skm
 
 from modelpress.errors import InputError
 from modelpress.evaluate.evaluator import EvalConfig, evaluate, predict
-from modelpress.evaluate.latency import LatencyConfig
+from modelpress.runtime.latency import LatencyConfig
 from modelpress.sources import load_model
 
 FAST = LatencyConfig(warmup_min_calls=2, warmup_min_s=0.0, min_calls=5, min_s=0.0)

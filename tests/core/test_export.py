@@ -5,7 +5,7 @@ import pytest
 
 from modelpress.compress.export import ExportConfig, export_onnx, verify_onnx
 from modelpress.errors import InputError
-from modelpress.evaluate.backends import make_runner
+from modelpress.runtime.sessions import make_runner
 from modelpress.sources import load_model
 from modelpress.zoo import ZOO
 

@@ -8,7 +8,7 @@ import pytest
 
 from modelpress.diagnose import ExplainConfig, explain, layer_errors
 from modelpress.errors import InputError
-from modelpress.evaluate.latency import LatencyConfig
+from modelpress.runtime.latency import LatencyConfig
 
 FAST = ExplainConfig(runs=5, warmup=1, samples=64,
                      latency=LatencyConfig(warmup_min_calls=2, warmup_min_s=0.0, min_calls=20, min_s=0.05))

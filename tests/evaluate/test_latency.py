@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from modelpress.errors import InputError
-from modelpress.evaluate.latency import (
+from modelpress.runtime.latency import (
     LatencyConfig,
     measure_cold_start,
     measure_latency,

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from modelpress.errors import InputError
-from modelpress.evaluate.metrics import classification_metrics, fidelity, to_probabilities
+from modelpress.runtime.metrics import classification_metrics, fidelity, to_probabilities
 
 KEYS = {
     "accuracy", "balanced_accuracy", "precision_macro", "precision_weighted", "recall_macro", "recall_weighted",

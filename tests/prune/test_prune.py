@@ -12,7 +12,7 @@ from modelpress.compress.prune import PruneConfig
 from modelpress.compress.train import fit
 from modelpress.errors import InputError
 from modelpress.evaluate.evaluator import predict
-from modelpress.evaluate.footprint import footprint
+from modelpress.runtime.footprint import footprint
 from modelpress.sources import load_model
 
 

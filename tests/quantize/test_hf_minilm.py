@@ -12,7 +12,7 @@ from modelpress import hf
 from modelpress.data import load_data
 from modelpress.errors import InputError
 from modelpress.evaluate.evaluator import predict
-from modelpress.evaluate.metrics import fidelity
+from modelpress.runtime.metrics import fidelity
 from modelpress.sources import load_model
 
 pytestmark = pytest.mark.hf

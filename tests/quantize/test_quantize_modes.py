@@ -12,7 +12,7 @@ from modelpress.compress import quantize_onnx as qo
 from modelpress.compress.quantize import QuantizeConfig
 from modelpress.errors import InputError
 from modelpress.evaluate.evaluator import predict
-from modelpress.evaluate.metrics import fidelity
+from modelpress.runtime.metrics import fidelity
 from modelpress.sources import load_model
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelpress.evaluate.metrics import classification_metrics
+from modelpress.runtime.metrics import classification_metrics
 from modelpress.evaluate.tensorboard import stage_scalars
 from modelpress.metric_schema import METRICS, Metric
 from modelpress.reports import compare_reports, new_report, render_comparison_markdown, render_markdown

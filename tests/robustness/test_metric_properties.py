@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from modelpress.errors import InputError
-from modelpress.evaluate.metrics import classification_metrics, to_probabilities
+from modelpress.runtime.metrics import classification_metrics, to_probabilities
 
 
 @st.composite

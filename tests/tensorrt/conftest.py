@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from modelpress.evaluate.tensorrt_backend import TensorInfo
+from modelpress.runtime.tensorrt import TensorInfo
 
 KERNEL_MS = 2.0
 COPY_MS_PER_KB = 0.5

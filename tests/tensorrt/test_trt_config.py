@@ -25,7 +25,7 @@ from modelpress.compress.tensorrt import (
     verify_samples,
 )
 from modelpress.errors import GateFailed, InputError
-from modelpress.evaluate.tensorrt_backend import check_engine_compatible
+from modelpress.runtime.tensorrt import check_engine_compatible
 
 TRT = {"format": "tensorrt"}
 

@@ -19,7 +19,7 @@ import types
 import numpy as np
 import pytest
 
-from modelpress.evaluate import tensorrt_backend
+from modelpress.runtime import tensorrt as tensorrt_backend
 
 
 def _make_fake_trt(cuda, log):  # noqa: C901 - one self-contained stand-in
@@ -266,7 +266,7 @@ def test_cli_export_fp32_then_evaluate_with_two_latency_rows(run_cli, fake_toolk
 
     from modelpress.data import load_data
     from modelpress.evaluate.evaluator import EvalConfig, evaluate, predict
-    from modelpress.evaluate.latency import LatencyConfig
+    from modelpress.runtime.latency import LatencyConfig
     from modelpress.sources import load_model
 
     test = load_data("sklearn:digits", split="test")

@@ -14,7 +14,7 @@ import pytest
 def _gpu_ready() -> bool:
     if importlib.util.find_spec("tensorrt") is None:
         return False
-    from modelpress.evaluate.tensorrt_backend import tensorrt_missing
+    from modelpress.runtime.tensorrt import tensorrt_missing
 
     return tensorrt_missing() is None
 
@@ -158,7 +158,7 @@ def test_sequence_profile_on_a_text_like_onnx_model(tmp_path):
     from modelpress.compress.registry import StageContext, run_stage
     from modelpress.data import Dataset
     from modelpress.errors import InputError
-    from modelpress.evaluate.tensorrt_backend import open_session
+    from modelpress.runtime.tensorrt import open_session
 
     weight = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
     graph = helper.make_graph(

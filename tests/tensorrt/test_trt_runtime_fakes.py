@@ -7,8 +7,8 @@ import pytest
 
 from modelpress.compress.tensorrt import CalibrationFeeder, make_entropy_calibrator
 from modelpress.errors import InputError
-from modelpress.evaluate.latency import LatencyConfig
-from modelpress.evaluate.tensorrt_backend import (
+from modelpress.runtime.latency import LatencyConfig
+from modelpress.runtime.tensorrt import (
     COMPUTE_BACKEND,
     COPY_BACKEND,
     TensorRTSession,
@@ -222,7 +222,7 @@ def test_calibrator_keeps_callback_errors_for_the_build(fake_cuda):
 def test_evaluator_reports_compute_and_copy_rows(monkeypatch, fake_cuda, fake_engine_cls, tmp_path):
     from modelpress.artifacts import InputSpec, ModelArtifact
     from modelpress.data import load_data
-    from modelpress.evaluate import backends
+    from modelpress.runtime import sessions as backends
     from modelpress.evaluate.evaluator import EvalConfig, evaluate
 
     data = load_data("sklearn:iris", split="test")

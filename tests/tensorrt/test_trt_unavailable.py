@@ -13,8 +13,8 @@ from modelpress.artifacts import ModelArtifact
 from modelpress.compress.export import ExportConfig
 from modelpress.compress.registry import StageContext, run_stage
 from modelpress.errors import BackendUnavailable, InputError
-from modelpress.evaluate import tensorrt_backend
-from modelpress.evaluate.backends import make_runner
+from modelpress.runtime import tensorrt as tensorrt_backend
+from modelpress.runtime.sessions import make_runner
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 INSTALL = "pip install 'modelpress[tensorrt]' (TensorRT 10 + cuda-python) on a machine with an NVIDIA GPU and driver"
@@ -29,7 +29,7 @@ def no_gpu(monkeypatch):
 def test_importing_modelpress_imports_neither_tensorrt_nor_cuda():
     code = (
         "import sys, modelpress, modelpress.cli, modelpress.pipeline, modelpress.compress.tensorrt, "
-        "modelpress.evaluate.tensorrt_backend, modelpress.evaluate.evaluator\n"
+        "modelpress.runtime.tensorrt, modelpress.evaluate.evaluator\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'cuda', 'pycuda')]\n"
         "print(bad)"
     )

@@ -138,7 +138,7 @@ def _classifiers(estimator: Any) -> list[Any]:
 
 
 def _run(path: Path, input_name: str, x: np.ndarray) -> np.ndarray:
-    from .backends import ort_session
+    from .sessions import ort_session
 
     session = ort_session(str(path), threads=1)
     return np.asarray(session.run(None, {input_name: x})[0], dtype=np.float64)

@@ -424,7 +424,7 @@ def measure_device_latency(call_ms: Callable[[], float], *, config: LatencyConfi
                            timer: Callable[[], float] = time.perf_counter) -> tuple[dict[str, Any], np.ndarray]:
     """Warm up, then collect ``call_ms()`` (device milliseconds per synchronized call) until ``config`` says stop.
 
-    The stop rules are those of :func:`~modelpress.evaluate.latency.measure_latency` (call counts and host seconds),
+    The stop rules are those of :func:`~modelpress.runtime.latency.measure_latency` (call counts and host seconds),
     but each sample is what the call returns — a CUDA-event interval — not host time, so Python overhead and
     launch latency are not counted.
 
@@ -557,8 +557,8 @@ def open_session(artifact: ModelArtifact) -> TensorRTSession:
 
 
 def make_tensorrt_runner(artifact: ModelArtifact, threads: int) -> Any:
-    """The :class:`~modelpress.evaluate.backends.Runner` for backend ``tensorrt`` (host arrays in and out)."""
-    from .backends import Runner
+    """The :class:`~modelpress.runtime.sessions.Runner` for backend ``tensorrt`` (host arrays in and out)."""
+    from .sessions import Runner
 
     session = open_session(artifact)
     return Runner(COMPUTE_BACKEND, threads, tuple(t.name for t in session.inputs), session.run)

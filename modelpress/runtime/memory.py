@@ -1,6 +1,6 @@
 """Memory of inference: peak resident set size per backend × batch size, and the model's own weight bytes.
 
-Each (backend, batch size) row is measured in a fresh CHILD process (``python -m modelpress.evaluate.memory``) that
+Each (backend, batch size) row is measured in a fresh CHILD process (``python -m modelpress.runtime.memory``) that
 imports the runtime, reads the batch, then loads the saved artifact folder and creates the runner, so nothing the
 parent allocated earlier (other models, datasets, torch's caches) pollutes the figure. In the child:
 
@@ -189,7 +189,7 @@ def _run_child(ref: str, backend: str, batch: Path, *, threads: int, repeat: int
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, MODELPRESS_QUIET="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    command = [sys.executable, "-m", "modelpress.evaluate.memory", "--model", ref, "--backend", backend,
+    command = [sys.executable, "-m", "modelpress.runtime.memory", "--model", ref, "--backend", backend,
                "--batch", str(batch), "--threads", str(threads), "--repeat", str(repeat)]
     from ..sources import code_ref
 
@@ -215,7 +215,7 @@ def _child(model: str, backend: str, batch_path: str, threads: int, repeat: int)
 
     importlib.import_module("torch" if backend == "torch" else "onnxruntime")
     from ..sources import load_model
-    from .backends import make_runner
+    from .sessions import make_runner
 
     with np.load(batch_path, allow_pickle=False) as npz:
         batch = {k: np.ascontiguousarray(npz[k]) for k in npz.files}
@@ -240,7 +240,7 @@ def _child_main(argv: Sequence[str]) -> int:
     """Entry point of the child: one JSON line on stdout (the row, or ``{"error", "exit_code"}``)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m modelpress.evaluate.memory")
+    parser = argparse.ArgumentParser(prog="python -m modelpress.runtime.memory")
     parser.add_argument("--model", required=True)
     parser.add_argument("--backend", required=True, choices=MEMORY_BACKENDS)
     parser.add_argument("--batch", required=True)

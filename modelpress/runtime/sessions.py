@@ -167,7 +167,7 @@ def require_backend(name: str) -> None:
 
 
 def _require_tensorrt() -> None:
-    from .tensorrt_backend import require_tensorrt  # no tensorrt/cuda import until a TensorRT backend is asked for
+    from .tensorrt import require_tensorrt  # no tensorrt/cuda import until a TensorRT backend is asked for
 
     require_tensorrt("backend tensorrt")
 
@@ -182,13 +182,13 @@ LATENCY_HOOKS: dict[str, LatencyHook] = {}
 
 @register_backend("tensorrt")
 def _tensorrt_runner(artifact: ModelArtifact, threads: int) -> Runner:
-    from .tensorrt_backend import make_tensorrt_runner
+    from .tensorrt import make_tensorrt_runner
 
     return make_tensorrt_runner(artifact, threads)
 
 
 def _tensorrt_latency(artifact: ModelArtifact, batch: dict[str, np.ndarray], **options: Any) -> list[Any]:
-    from .tensorrt_backend import tensorrt_latency
+    from .tensorrt import tensorrt_latency
 
     return tensorrt_latency(artifact, batch, **options)
 
