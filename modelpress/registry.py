@@ -76,6 +76,9 @@ class Registry(Generic[T]):
             raise InputError(f"unknown {self.kind} {name!r}", hint=hint)
         return self._entries[name]
 
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
     def find(self, name: str) -> T | None:
         """The entry or ``None`` (no error): for callers that try several registries in turn."""
         if name not in self._entries:

