@@ -69,3 +69,12 @@ def test_a_broken_plugin_is_named(monkeypatch):
     reg: Registry[int] = Registry("widget", entry_points="modelpress.widgets")
     with pytest.raises(InputError, match=r"widget plugin 'bad' \(bad_pkg:register\) failed to load: RuntimeError"):
         reg.names()
+
+
+def test_indexing_is_get_and_pop_undoes_a_registration():
+    reg: Registry[int] = Registry("widget")
+    reg.add("one", 1)
+    assert reg["one"] == 1
+    with pytest.raises(InputError, match="unknown widget 'onee'; did you mean 'one'"):
+        reg["onee"]
+    assert reg.pop("one") == 1 and reg.pop("one") is None and reg.names() == ()
