@@ -227,7 +227,8 @@ def _fp16_copy(reference: ModelArtifact, tmp: Path, notes: list[str]) -> ModelAr
 def _latency(baselines: list[tuple[str, str, ModelArtifact]], candidate: ModelArtifact, data: Dataset,
              config: ExplainConfig) -> list[dict[str, Any]]:
     """One latency row per model, same batch and threads; baselines carry the candidate's speed-up over them."""
-    from ..evaluate.evaluator import native_backend, time_backend
+    from ..runtime.sessions import native_backend
+    from ..runtime.timing import time_backend
 
     rows, samples = [], {}
     for name, label, artifact in [*baselines, ("candidate", "the candidate", candidate)]:

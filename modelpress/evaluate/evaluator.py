@@ -6,72 +6,63 @@ The evaluator never imports ``compress/``: it judges whatever it is given, on th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .. import progress
-from ..runtime.emulate import host_mismatch_note
 from ..artifacts import ModelArtifact, check_inputs
+from ..config import Checked, Interval, Options, option
 from ..data import Dataset
 from ..errors import InputError, ModelpressError
-from ..runtime.sessions import BACKENDS, LATENCY_HOOKS, make_runner, require_backend
+from ..runtime.emulate import host_mismatch_note
 from ..runtime.footprint import footprint
-from ..runtime.latency import LatencyConfig, measure_cold_start, measure_latency
-from ..runtime.memory import MEMORY_BACKENDS, measure_memory
+from ..runtime.latency import LatencyConfig
+from ..runtime.memory import measure_memory, memory_backends
 from ..runtime.metrics import classification_metrics, fidelity, to_probabilities
-
-NATIVE_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
-BACKEND_FORMATS = {"torch": ("torch",), "onnxruntime": ("onnx",), "tensorrt": ("tensorrt",)}
+from .robustness import TOKEN_MODES, check_levels
+from ..runtime.sessions import BACKENDS, make_runner, native_backend, require_backend, runs_format
+from ..runtime.timing import latency_batch, time_backend
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Checked):
     """What to measure. Latency uses the same ``threads`` on every backend."""
 
-    backends: tuple[str, ...] = ()  # empty: the artifact's native backend only
-    batch_sizes: tuple[int, ...] = (1, 32)
-    threads: int = 1
-    latency: LatencyConfig = field(default_factory=LatencyConfig)
-    predict_batch_size: int = 256
-    measure_latency: bool = True
+    section: ClassVar[str] = "evaluate"
+    backends: tuple[str, ...] = option((), cli="--backend", help="Backend(s) to time; default: the model's own "
+                                                                 "(torch or onnxruntime).")
+    batch_sizes: tuple[int, ...] = option((1, 32), Interval(int, 1), cli="--batch-size",
+                                          help="Latency batch size; repeat for several.")
+    threads: int = option(1, Interval(int, 1, noun=False), help="Intra-op threads, the same for every backend.")
+    latency: LatencyConfig = option(LatencyConfig(), cli=False, help="When latency measurement stops.")
+    predict_batch_size: int = option(256, Interval(int, 1, noun=False), cli=False,
+                                     help="Samples per call when computing the metrics.")
+    measure_latency: bool = option(True, cli="--latency/--no-latency", help="Time the model (off: metrics and "
+                                                                             "footprint only).")
     # More measurements (README "More measurements"), all off by default:
-    memory: bool = False  # peak RSS per backend × batch size, each in a child process (evaluate/memory.py)
-    knn: int | None = None  # k of the k-NN probe on embeddings (evaluate/knn.py); None: off
-    knn_layer: str | None = None  # torch submodule name or ONNX output name; None: the model output
-    knn_folds: int = 5
-    noise: tuple[float, ...] = ()  # robustness levels: σ (float inputs) / probability (tokens); empty: off
-    seed: int = 0  # seeds the k-NN folds and the noise draws
-    token_noise: str = "replace"  # or "dropout"
+    memory: bool = option(False, help="Peak resident memory per backend and batch size, each in a fresh child "
+                                      "process.")
+    knn: int | None = option(None, Interval(int, 1), label="knn (k)",
+                             help="k-NN probe on the embeddings with this k (cosine, stratified CV).")
+    knn_layer: str | None = option(None, help="Embeddings from this torch submodule (NAME, or NAME:input for its "
+                                              "input) or ONNX tensor; comma-separate alternatives. Default: the "
+                                              "model output.")
+    knn_folds: int = option(5, Interval(int, 2), help="Cross-validation folds of --knn.")
+    noise: tuple[float, ...] = option((), cli=False, help="Robustness: noise levels (σ in units of the input's std; "
+                                                          "token inputs: perturbation probability).")
+    seed: int = option(0, Interval(int, 0), help="Seed of the k-NN folds and the noise.")
+    token_noise: str = option("replace", Options(TOKEN_MODES), help="How token inputs are perturbed.")
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for b in self.backends:
             if b not in BACKENDS:
                 raise InputError(f"evaluate.backends: unknown backend {b!r}", hint=f"use one of {', '.join(BACKENDS)}")
-        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
+        if not self.batch_sizes:
             raise InputError(f"evaluate.batch_sizes must be integers ≥ 1, got {list(self.batch_sizes)}")
-        if self.threads < 1:
-            raise InputError(f"evaluate.threads must be ≥ 1, got {self.threads}")
-        if self.predict_batch_size < 1:
-            raise InputError(f"evaluate.predict_batch_size must be ≥ 1, got {self.predict_batch_size}")
-        _check_breadth(self)
-
-
-def _check_breadth(config: EvalConfig) -> None:
-    from .robustness import TOKEN_MODES, check_levels
-
-    k = config.knn
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise InputError(f"evaluate.knn (k) must be an integer ≥ 1, got {k!r}")
-    if isinstance(config.knn_folds, bool) or not isinstance(config.knn_folds, int) or config.knn_folds < 2:
-        raise InputError(f"evaluate.knn_folds must be an integer ≥ 2, got {config.knn_folds!r}")
-    if config.knn_layer is not None and not str(config.knn_layer).strip():
-        raise InputError("evaluate.knn_layer must be a layer name, got an empty string")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
-        raise InputError(f"evaluate.seed must be an integer ≥ 0, got {config.seed!r}")
-    object.__setattr__(config, "noise", check_levels(config.noise))
-    if config.token_noise not in TOKEN_MODES:
-        raise InputError(f"evaluate.token_noise must be one of {', '.join(TOKEN_MODES)}, got {config.token_noise!r}")
+        if self.knn_layer is not None and not str(self.knn_layer).strip():
+            raise InputError("evaluate.knn_layer must be a layer name, got an empty string")
+        object.__setattr__(self, "noise", check_levels(self.noise))
 
 
 #: Optional stage sections filled by the measurements above (absent from a report when off).
@@ -94,10 +85,6 @@ class EvalResult:
     def as_stage_fields(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "fidelity": self.fidelity, "latency": self.latency,
                 "footprint": self.footprint, **self.extra}
-
-
-def native_backend(artifact: ModelArtifact) -> str:
-    return NATIVE_BACKEND[artifact.format]
 
 
 def predict(artifact: ModelArtifact, data: Dataset, *, backend: str | None = None, threads: int = 1,
@@ -135,12 +122,6 @@ def _run_checked(runner: Any, batch: dict[str, np.ndarray], source: str) -> np.n
         raise InputError(f"model {source} failed on a batch of input {shapes}: {type(exc).__name__}: {first}") from None
 
 
-def _latency_batch(data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
-    """The first ``batch_size`` samples, tiled when the dataset is smaller (latency needs a full batch)."""
-    reps = -(-batch_size // len(data))
-    return {k: np.ascontiguousarray(np.concatenate([v] * reps)[:batch_size]) for k, v in data.inputs.items()}
-
-
 def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | None = None,
              reference_logits: np.ndarray | None = None, reference_name: str | None = None,
              reference_embeddings: np.ndarray | None = None) -> EvalResult:
@@ -168,12 +149,12 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
     samples: dict[str, np.ndarray] = {}
     if config.measure_latency:
         for backend in config.backends or (main_backend,):
-            if artifact.format not in BACKEND_FORMATS.get(backend, ()):
+            if not runs_format(backend, artifact.format):
                 notes.append(f"latency on {backend} skipped: it does not run {artifact.format} models")
                 continue
             for bs in config.batch_sizes:
-                hook = LATENCY_HOOKS.get(backend)  # backends timed on the device (CUDA events) give several rows
-                rows = hook(artifact, _latency_batch(data, int(bs)), batch_size=int(bs), threads=config.threads,
+                hook = BACKENDS.get(backend).latency  # timed on the device (CUDA events): several rows
+                rows = hook(artifact, latency_batch(data, int(bs)), batch_size=int(bs), threads=config.threads,
                             latency=config.latency) if hook else [
                     time_backend(artifact, data, backend=backend, batch_size=int(bs), threads=config.threads,
                                  latency=config.latency)]
@@ -193,9 +174,9 @@ def _breadth(artifact: ModelArtifact, data: Dataset, config: EvalConfig, notes: 
     if config.memory:
         wanted = config.backends or (native_backend(artifact),)
         for b in wanted:
-            if b not in MEMORY_BACKENDS:
+            if b not in memory_backends():
                 notes.append(f"memory on {b} not measured: its memory is on the GPU, not resident host memory")
-        backends = [b for b in wanted if artifact.format in BACKEND_FORMATS.get(b, ()) and b in MEMORY_BACKENDS]
+        backends = [b for b in wanted if runs_format(b, artifact.format) and b in memory_backends()]
         if backends:
             extra["memory"] = measure_memory(artifact, data, backends=backends, batch_sizes=config.batch_sizes,
                                              threads=config.threads)
@@ -213,18 +194,3 @@ def _breadth(artifact: ModelArtifact, data: Dataset, config: EvalConfig, notes: 
                                          token_mode=config.token_noise, threads=config.threads,
                                          batch_size=config.predict_batch_size)
     return extra, emb
-
-
-def time_backend(artifact: ModelArtifact, data: Dataset, *, backend: str, batch_size: int, threads: int,
-                 latency: LatencyConfig) -> tuple[dict[str, Any], np.ndarray]:
-    """Cold start (runner creation + first call) then warm latency of ``runner(batch)``."""
-    batch = _latency_batch(data, batch_size)
-
-    def make() -> Any:
-        runner = make_runner(artifact, backend, threads=threads)
-        return lambda: runner(batch)
-
-    cold_ms, fn = measure_cold_start(make)
-    with progress.bar(None, f"latency {backend} b{batch_size}", unit="call") as bar:
-        return measure_latency(fn, config=latency, batch_size=batch_size, threads=threads, backend=backend,
-                               cold_start_ms=cold_ms, progress=bar)

@@ -66,7 +66,7 @@ def _embed(artifact: ModelArtifact, data: Dataset, layer: str | None, *, threads
     """The embeddings and the name they were read from (the one of ``layer``'s names that the model has)."""
     if layer is None:
         from ..runtime.sessions import make_runner
-        from .evaluator import native_backend
+        from ..runtime.sessions import native_backend
 
         runner = make_runner(artifact, native_backend(artifact), threads=threads)
         return _stack(runner(batch) for batch, _ in data.batches(batch_size)), None

@@ -154,7 +154,7 @@ def robustness(artifact: ModelArtifact, data: Dataset, *, levels: Sequence[float
         InputError: a negative or non-finite level, a token probability above 1, an unknown token mode.
     """
     from ..runtime.sessions import make_runner
-    from .evaluator import native_backend
+    from ..runtime.sessions import native_backend
     from ..runtime.metrics import classification_metrics, to_probabilities
 
     levels = check_levels(levels, data.inputs)

@@ -35,10 +35,18 @@ from ..artifacts import MANIFEST, ModelArtifact
 from ..data import Dataset
 from ..errors import BackendUnavailable, InputError, ModelpressError
 
-__all__ = ["MEMORY_BACKENDS", "measure_memory", "process_peak_rss_bytes", "weight_bytes"]
+__all__ = ["measure_memory", "memory_backends", "process_peak_rss_bytes", "weight_bytes"]
 
-#: Backends whose memory is host memory (TensorRT's lives on the GPU, which RSS does not see).
-MEMORY_BACKENDS = ("torch", "onnxruntime")
+
+
+def memory_backends() -> tuple[str, ...]:
+    """Backends whose working memory is resident host memory (:attr:`~.sessions.Backend.measures_memory`;
+    TensorRT's lives on the GPU, which RSS does not see)."""
+    from .sessions import BACKENDS
+
+    return tuple(name for name, backend in BACKENDS.items() if backend.measures_memory)
+
+
 CHILD_TIMEOUT_S = 600
 METHOD = ("one child process per row; VmHWM reset after the model is loaded (/proc/self/clear_refs), "
           "so the peak covers inference only")
@@ -132,7 +140,7 @@ def measure_memory(artifact: ModelArtifact, data: Dataset, *, backends: Sequence
     Args:
         artifact: The model; a saved folder is used as it is, an unsaved one is saved to a temporary folder.
         data: Samples for the batches (the first ``batch_size`` samples, tiled when there are fewer).
-        backends: Backends to measure; only those in :data:`MEMORY_BACKENDS` (others are refused).
+        backends: Backends to measure; only those in :func:`memory_backends` (others are refused).
         batch_sizes: Batch sizes, each a row.
         threads: Intra-op threads in the child, as for latency.
         repeat: Calls of the batch after the peak counter is reset (allocator caches reach their steady state).
@@ -147,8 +155,8 @@ def measure_memory(artifact: ModelArtifact, data: Dataset, *, backends: Sequence
         ModelpressError: the child crashed (e.g. killed for memory) or ran over ``timeout_s``.
     """
     for backend in backends:
-        if backend not in MEMORY_BACKENDS:
-            raise InputError(f"memory is measured on {', '.join(MEMORY_BACKENDS)}, not {backend!r}",
+        if backend not in memory_backends():
+            raise InputError(f"memory is measured on {', '.join(memory_backends())}, not {backend!r}",
                              hint="GPU memory is not resident host memory")
     if repeat < 1:
         raise InputError(f"memory repeat must be ≥ 1, got {repeat}")
@@ -242,7 +250,7 @@ def _child_main(argv: Sequence[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m modelpress.runtime.memory")
     parser.add_argument("--model", required=True)
-    parser.add_argument("--backend", required=True, choices=MEMORY_BACKENDS)
+    parser.add_argument("--backend", required=True, choices=memory_backends())
     parser.add_argument("--batch", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)

@@ -1,45 +1,72 @@
-"""Inference backends: one callable per (artifact, backend, threads) that maps named numpy inputs to logits.
+"""Inference sessions: one runner per (artifact, backend, threads) that maps named numpy inputs to logits.
 
-Backends register by name; the evaluator, the exporter's verification and the benchmarks all reach them through
-:func:`make_runner`, so every number is measured through the same code path.
+A backend is declared once, as a :class:`Backend` in :data:`BACKENDS` (name, the artifact formats it runs, whether
+its memory is resident host memory, its availability check, its runner and, for backends that time themselves, a
+latency hook). The evaluator, the verifications of export/TensorRT/quantize, the CLI's ``--backend`` choice and the
+benchmarks all reach backends through this registry and :func:`make_runner`, so every number is measured through
+the same code path; third-party backends come through the ``modelpress.backends`` entry-point group.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..artifacts import ModelArtifact
 from ..errors import InputError
+from ..registry import Registry
+from .runner import Runner
 
-RunnerFactory = Callable[[ModelArtifact, int], "Runner"]
-BACKENDS: dict[str, RunnerFactory] = {}
-
-
-def register_backend(name: str) -> Callable[[RunnerFactory], RunnerFactory]:
-    def decorate(factory: RunnerFactory) -> RunnerFactory:
-        BACKENDS[name] = factory
-        return factory
-
-    return decorate
+RunnerFactory = Callable[[ModelArtifact, int], Runner]
+#: Backends that time themselves (e.g. with CUDA events) and may return several latency rows per batch size:
+#: ``hook(artifact, batch, *, batch_size, threads, latency) -> [(stats, samples_ms), ...]``.
+LatencyHook = Callable[..., list[tuple[dict[str, Any], np.ndarray]]]
 
 
-@dataclass
-class Runner:
-    """``runner(batch)`` → logits (n, classes) as float32 numpy. ``input_names`` is the order the model takes."""
+@dataclass(frozen=True)
+class Backend:
+    """One inference backend, declared once.
 
-    backend: str
-    threads: int
-    input_names: tuple[str, ...]
-    call: Callable[[dict[str, np.ndarray]], np.ndarray]
+    Attributes:
+        name: what ``--backend`` and ``evaluate.backends`` take.
+        formats: artifact formats it runs; the first backend registered for a format is that format's native one.
+        runner: ``runner(artifact, threads) -> Runner``.
+        measures_memory: its working memory is resident host memory (peak RSS of a child process means something).
+        check_available: raises BackendUnavailable (exit 3) when it cannot run on this machine; ``None``: always.
+        latency: a self-timing hook (see :data:`LatencyHook`), or ``None`` to time ``runner(batch)`` on the host.
+    """
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        if len(batch) == 1 and len(self.input_names) == 1 and self.input_names[0] not in batch:
-            batch = {self.input_names[0]: next(iter(batch.values()))}
-        return self.call(batch)
+    name: str
+    formats: tuple[str, ...]
+    runner: RunnerFactory
+    measures_memory: bool = False
+    check_available: Callable[[], None] | None = None
+    latency: LatencyHook | None = None
+
+
+BACKENDS: Registry[Backend] = Registry("backend", entry_points="modelpress.backends")
+
+
+def backend_names() -> tuple[str, ...]:
+    """Registered backend names, in registration order (the CLI's ``--backend`` choice)."""
+    return BACKENDS.names()
+
+
+def native_backend(artifact: ModelArtifact) -> str:
+    """The backend that runs ``artifact`` as it is: the first registered for its format."""
+    for name, backend in BACKENDS.items():
+        if artifact.format in backend.formats:
+            return name
+    raise InputError(f"no backend runs {artifact.format} models", hint=f"backends: {', '.join(backend_names())}")
+
+
+def runs_format(backend: str, fmt: str) -> bool:
+    found = BACKENDS.find(backend)
+    return found is not None and fmt in found.formats
 
 
 def make_runner(artifact: ModelArtifact, backend: str, *, threads: int = 1) -> Runner:
@@ -48,11 +75,7 @@ def make_runner(artifact: ModelArtifact, backend: str, *, threads: int = 1) -> R
         raise InputError(f"threads must be ≥ 1, got {threads}")
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
-    return BACKENDS[backend](artifact, threads)
-
-
-def available_backends() -> list[str]:
-    return list(BACKENDS)
+    return BACKENDS.get(backend).runner(artifact, threads)
 
 
 def _first_output(out: Any) -> Any:
@@ -65,7 +88,6 @@ def _first_output(out: Any) -> Any:
     return out
 
 
-@register_backend("torch")
 def _torch_runner(artifact: ModelArtifact, threads: int) -> Runner:
     import torch
 
@@ -74,7 +96,7 @@ def _torch_runner(artifact: ModelArtifact, threads: int) -> Runner:
             f"backend torch runs torch models; {artifact.source} is {artifact.format}",
             hint="use --backend onnxruntime for ONNX models",
         )
-    torch.set_num_threads(threads)  # process-wide: the torch backend owns the intra-op pool while it runs
+    set_torch_threads(threads)
     module = artifact.module.eval()
     names = tuple(s.name for s in artifact.inputs)
 
@@ -84,6 +106,14 @@ def _torch_runner(artifact: ModelArtifact, threads: int) -> Runner:
         return out.float().numpy()
 
     return Runner("torch", threads, names, call)
+
+
+def set_torch_threads(threads: int) -> None:
+    """Set torch's intra-op thread count: process-wide, so the torch code that runs next owns the pool."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def ort_session_options(*, threads: int) -> Any:
@@ -111,25 +141,31 @@ def ort_session(path: str, *, threads: int, providers: list[str] | None = None) 
         raise InputError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
 
 
-@register_backend("onnxruntime")
 def _ort_runner(artifact: ModelArtifact, threads: int) -> Runner:
     if artifact.format != "onnx" or artifact.path is None:
         raise InputError(
             f"backend onnxruntime runs ONNX models; {artifact.source} is {artifact.format}",
             hint="export it first (modelpress export MODEL --format onnx) or use --backend torch",
         )
+    return ort_runner(artifact.path, threads=threads, source=artifact.source)
+
+
+def ort_runner(path: str | Path, *, threads: int, source: str | None = None) -> Runner:
+    """The onnxruntime :class:`Runner` of an ONNX file: its score output (:func:`score_output`), inputs by name
+    (a single input by position), same-kind inputs cast to the declared type."""
     from ..onnx_utils import load_onnx
 
-    load_onnx(artifact.path, with_data=False)  # external data checked before onnxruntime reads it
-    session = ort_session(str(artifact.path), threads=threads)
+    load_onnx(path, with_data=False)  # external data checked before onnxruntime reads it
+    session = ort_session(str(path), threads=threads)
     names = tuple(i.name for i in session.get_inputs())
     output = score_output([(o.name, o.type) for o in session.get_outputs()])
     wanted = {i.name: _ORT_DTYPES.get(i.type) for i in session.get_inputs()}
+    source = source or str(path)
 
     def call(batch: dict[str, np.ndarray]) -> np.ndarray:
         missing = [n for n in names if n not in batch]
         if missing:
-            raise InputError(f"model {artifact.source} expects inputs {list(names)} (by name) but got {sorted(batch)}")
+            raise InputError(f"model {source} expects inputs {list(names)} (by name) but got {sorted(batch)}")
         return np.asarray(session.run([output], {n: _cast(batch[n], wanted[n]) for n in names})[0], dtype=np.float32)
 
     return Runner("onnxruntime", threads, names, call)
@@ -156,12 +192,10 @@ def score_output(outputs: list[tuple[str, str]]) -> str:
     return floats[0] if floats else outputs[0][0]
 
 
-AVAILABILITY: dict[str, Callable[[], None]] = {}
-
-
 def require_backend(name: str) -> None:
-    """Raise BackendUnavailable (exit 3) when an explicitly requested backend cannot run on this machine."""
-    check = AVAILABILITY.get(name)
+    """Raise BackendUnavailable (exit 3) when an explicitly requested backend cannot run on this machine
+    (InputError, exit 2, for an unknown name)."""
+    check = BACKENDS.get(name).check_available
     if check is not None:
         check()
 
@@ -172,15 +206,6 @@ def _require_tensorrt() -> None:
     require_tensorrt("backend tensorrt")
 
 
-AVAILABILITY["tensorrt"] = _require_tensorrt
-
-#: Backends that time themselves (e.g. with CUDA events) and may return several latency rows per batch size:
-#: ``hook(artifact, batch, *, batch_size, threads, latency) -> [(stats, samples_ms), ...]``.
-LatencyHook = Callable[..., list[tuple[dict[str, Any], np.ndarray]]]
-LATENCY_HOOKS: dict[str, LatencyHook] = {}
-
-
-@register_backend("tensorrt")
 def _tensorrt_runner(artifact: ModelArtifact, threads: int) -> Runner:
     from .tensorrt import make_tensorrt_runner
 
@@ -193,4 +218,12 @@ def _tensorrt_latency(artifact: ModelArtifact, batch: dict[str, np.ndarray], **o
     return tensorrt_latency(artifact, batch, **options)
 
 
-LATENCY_HOOKS["tensorrt"] = _tensorrt_latency
+def register_builtins(registry: Registry[Backend]) -> None:
+    """modelpress's own backends. TensorRT's memory is on the GPU, not resident host memory."""
+    registry.add("torch", Backend("torch", ("torch",), _torch_runner, measures_memory=True))
+    registry.add("onnxruntime", Backend("onnxruntime", ("onnx",), _ort_runner, measures_memory=True))
+    registry.add("tensorrt", Backend("tensorrt", ("tensorrt",), _tensorrt_runner,
+                                     check_available=_require_tensorrt, latency=_tensorrt_latency))
+
+
+register_builtins(BACKENDS)

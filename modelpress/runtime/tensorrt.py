@@ -557,8 +557,8 @@ def open_session(artifact: ModelArtifact) -> TensorRTSession:
 
 
 def make_tensorrt_runner(artifact: ModelArtifact, threads: int) -> Any:
-    """The :class:`~modelpress.runtime.sessions.Runner` for backend ``tensorrt`` (host arrays in and out)."""
-    from .sessions import Runner
+    """The :class:`~modelpress.runtime.runner.Runner` for backend ``tensorrt`` (host arrays in and out)."""
+    from .runner import Runner
 
     session = open_session(artifact)
     return Runner(COMPUTE_BACKEND, threads, tuple(t.name for t in session.inputs), session.run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -219,7 +221,7 @@ def test_calibrator_keeps_callback_errors_for_the_build(fake_cuda):
 
 
 # ---- the evaluator: metrics through the runner, two latency rows through the hook ----------------------------------
-def test_evaluator_reports_compute_and_copy_rows(monkeypatch, fake_cuda, fake_engine_cls, tmp_path):
+def test_evaluator_reports_compute_and_copy_rows(request, fake_cuda, fake_engine_cls, tmp_path):
     from modelpress.artifacts import InputSpec, ModelArtifact
     from modelpress.data import load_data
     from modelpress.runtime import sessions as backends
@@ -231,10 +233,13 @@ def test_evaluator_reports_compute_and_copy_rows(monkeypatch, fake_cuda, fake_en
     def make() -> TensorRTSession:
         return TensorRTSession(fake_engine_cls(fake_cuda, batch=(1, 8, 16)), fake_cuda)
 
-    monkeypatch.setitem(backends.BACKENDS, "tensorrt",
-                        lambda artifact, threads: backends.Runner("tensorrt", threads, ("input",), make().run))
-    monkeypatch.setitem(backends.LATENCY_HOOKS, "tensorrt",
-                        lambda artifact, batch, **options: time_session(make, batch, **options))
+    real = backends.BACKENDS.get("tensorrt")
+    fake = dataclasses.replace(
+        real, check_available=None,
+        runner=lambda artifact, threads: backends.Runner("tensorrt", threads, ("input",), make().run),
+        latency=lambda artifact, batch, **options: time_session(make, batch, **options))
+    backends.BACKENDS.add("tensorrt", fake, replace=True)
+    request.addfinalizer(lambda: backends.BACKENDS.add("tensorrt", real, replace=True))
     engine_file = tmp_path / "model.engine"
     engine_file.write_bytes(b"\0" * 100)
     artifact = ModelArtifact("tensorrt", (InputSpec("input", (None, 4)),), 3, "fake", path=engine_file)
