@@ -17,7 +17,7 @@ import contextlib
 import csv
 import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +147,7 @@ def load_data(
         raise InputError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
     if not 0.0 < test_size < 1.0:
         raise InputError(f"test_size must be in (0, 1), got {test_size}")
-    base = parsed.text.rpartition("#")[0] if parsed.split else parsed.text  # what the user wrote, less the split
+    base = str(replace(parsed, split=None)) if parsed.split else parsed.text
     suffix = Path(parsed.body).suffix.lower() if parsed.kind == "path" else ""
     if parsed.kind == "scheme":
         loader = LOADERS.get(parsed.scheme)

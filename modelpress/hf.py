@@ -167,7 +167,8 @@ def is_hf_model(ref: str) -> str | None:
             return None  # the loader reports a broken manifest properly; this is only a tokenizer hint
         builder = doc.get("builder") if isinstance(doc, dict) else None
         built = str(builder.get("ref", "")) if isinstance(builder, dict) else ""
-        return built if built.startswith("hf:") else None
+        parsed = parse_model_ref(built, exists=lambda _: False) if built else None  # data: never a file test
+        return parsed.base if parsed is not None and parsed.scheme == "hf" else None
     return None
 
 
