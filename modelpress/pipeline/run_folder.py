@@ -23,8 +23,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_write
-from ..refs import parse_data_ref, parse_model_ref
+from ..data import parse_data
 from ..reports import REPORT_FILENAME
+from ..sources import parse_model
 
 STAGE_FILE = "stage.json"
 EVAL_FILE = "eval.npz"
@@ -102,7 +103,7 @@ def _files_named(ref: str) -> list[Path]:
     """The files and folders a model or data reference reads (``DIR@w.safetensors`` both, ``d.npz#test`` the file,
     ``hf:DIR`` the folder), parsed by refs.py; the text itself too, since an existing file wins."""
     paths = [Path(ref)]
-    for parse in (parse_model_ref, parse_data_ref):
+    for parse in (parse_model, parse_data):
         try:
             parsed = parse(ref)
         except InputError:

@@ -22,13 +22,12 @@ from typing import Any
 from .. import progress
 from ..artifacts import MANIFEST, ModelArtifact, check_inputs
 from ..compress.registry import COST_KEY, StageConfig, StageContext, run_stage
-from ..data import Dataset, load_data
+from ..data import Dataset, load_data, parse_data
 from ..errors import BackendUnavailable, GateFailed, InputError
 from ..evaluate.evaluator import EvalResult, evaluate
 from ..io import read_json, remove_stale_temps, write_json
-from ..refs import parse_data_ref, parse_model_ref
 from ..reports import new_report, write_report
-from ..sources import load_model, trusted_code
+from ..sources import load_model, parse_model, trusted_code
 from . import run_folder
 from .cache import (
     CACHE_VERSION,
@@ -62,7 +61,7 @@ def load_run_data(spec: DataSpec, *, need_train: bool) -> RunData:
     eval_data = load_data(spec.eval, split="test", label_column=spec.label_column)
     train = None
     if spec.train or need_train:
-        unsplit = dataclasses.replace(parse_data_ref(spec.eval), split=None)
+        unsplit = dataclasses.replace(parse_data(spec.eval), split=None)
         train = load_data(spec.train or f"{unsplit}#train", label_column=spec.label_column)
     calib = load_data(spec.calibration, split="train", label_column=spec.label_column) if spec.calibration else train
     return RunData(eval_data, train, calib)
@@ -186,7 +185,7 @@ def _leading_train(spec: PipelineSpec) -> int:
 def load_original(spec: PipelineSpec, data: RunData) -> ModelArtifact:
     """Load the pipeline's model and check that the eval data fits it (inputs and class count)."""
     options: dict[str, Any] = {}
-    if parse_model_ref(spec.model).scheme == "zoo":
+    if parse_model(spec.model).scheme == "zoo":
         options = {"kwargs": dict(spec.model_kwargs), "seed": spec.seed}
     artifact = load_model(spec.model, data=data.eval, weights=spec.weights, **options)
     first = next(data.eval.batches(1))[0]

@@ -33,13 +33,15 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from .. import compress  # noqa: F401  (registers the stages)
-from ..compress.registry import CONFIGS, StageConfig
+from ..compress.registry import STAGES, StageConfig
 from ..config import FieldSpec, field_specs
+from ..data import data_schemes
 from ..errors import InputError
 from ..runtime.sessions import BACKENDS
 from ..evaluate.evaluator import EvalConfig
 from ..runtime.latency import LatencyConfig
 from ..refs import CODE_REF, Reference, parse_data_ref, parse_model_ref
+from ..sources import model_schemes
 from .spec import DataSpec, Located, Path_, PipelineSpec, read_spec_file, read_yaml
 
 __all__ = ["load_spec", "parse_spec"]
@@ -81,10 +83,11 @@ def parse_spec(text: str, *, source: str = "<pipeline>", base_dir: Path | None =
     if not NAME_PATTERN.match(name):
         raise loc.error(("name",), f"{name!r} is not a usable folder name",
                         hint="use letters, digits, '.', '_' and '-' (at most 100 characters)")
-    model_ref = check.reference(check.string(doc["model"], ("model",)), ("model",), role="model")
+    model_text = check.string(doc["model"], ("model",))
+    model_ref = check.reference(model_text, ("model",), role="model")
     weights = doc.get("weights")
-    weights = None if weights is None else check.reference(check.string(weights, ("weights",)), ("weights",),
-                                                            role="path")
+    weights = None if weights is None else check.ref_text(check.string(weights, ("weights",)), ("weights",),
+                                                           role="path")
     model_kwargs = check.mapping(doc.get("model_kwargs", {}), ("model_kwargs",), None)
     if model_kwargs and model_ref.scheme != "zoo":
         raise loc.error(("model_kwargs",), f"model_kwargs apply to zoo: models only, not {str(model_ref)!r}")
@@ -95,7 +98,7 @@ def parse_spec(text: str, *, source: str = "<pipeline>", base_dir: Path | None =
             raise loc.error(("model_code", i), f"{ref!r} is not a pkg.module:factory reference")
     return PipelineSpec(
         model_code=model_code,
-        name=name, model=str(model_ref), data=check.data(doc["data"]), weights=weights, seed=seed,
+        name=name, model=_text(model_ref, model_text), data=check.data(doc["data"]), weights=weights, seed=seed,
         evaluate=check.evaluate(doc.get("evaluate", {})), model_kwargs=dict(model_kwargs),
         gates=check.gates(doc.get("gates", {})), plugins=plugins, source=source,
         tensorboard=check.tensorboard(doc.get("tensorboard", False)),
@@ -103,16 +106,10 @@ def parse_spec(text: str, *, source: str = "<pipeline>", base_dir: Path | None =
     )
 
 
-def _schemes(role: str) -> set[str]:
-    """Scheme names a reference may start with: modelpress's own plus the registered ones (plugins included),
-    so that ``myloader:data/x.bin`` from a plugin stays a scheme and is not taken for a relative path."""
-    if role == "model":
-        from ..sources import _SCHEMES as model_schemes
-
-        return {"zoo", "hf", *model_schemes}
-    from ..data import _SCHEMES as data_schemes
-
-    return {"sklearn", "text", "images", *data_schemes}
+def _schemes(role: str) -> tuple[str, ...]:
+    """Scheme names a reference may start with, registered ones included (a ``plugins:`` module registers its own
+    before any reference is read), so ``myloader:data/x.bin`` stays a scheme and is not taken for a relative path."""
+    return model_schemes() if role == "model" else data_schemes()
 
 
 class _Checker:
@@ -190,8 +187,7 @@ class _Checker:
     def ref_text(self, text: str, path: Path_, *, role: str) -> str:
         """The reference as the loaders will read it: the user's text, or its canonical form once a relative
         file part was resolved."""
-        ref = self.reference(text, path, role=role)
-        return text if ref.text == text else str(ref)
+        return _text(self.reference(text, path, role=role), text)
 
     # -- config sections, generated from the config's fields --
     def config_values(self, cls: type, doc: dict[str, Any], path: Path_, *, label: str,
@@ -306,17 +302,18 @@ class _Checker:
     def stage(self, entry: Any, path: Path_) -> tuple[StageConfig, bool]:
         if isinstance(entry, str):
             entry = {"type": entry}
-        if isinstance(entry, dict) and "type" not in entry and len(entry) == 1 and next(iter(entry)) in CONFIGS:
+        if isinstance(entry, dict) and "type" not in entry and len(entry) == 1 and next(iter(entry)) in STAGES:
             kind = next(iter(entry))
             raise self.loc.error(path, f"a stage is written '- type: {kind}' with its parameters beside it",
                                  hint=f"e.g. '- type: {kind}' then 'optional: true' on the next line, not "
                                       f"'- {kind}: {{...}}'")
         doc = self.mapping(entry, path, None, required=("type",))
         kind = self.string(doc["type"], (*path, "type"))
-        if kind not in CONFIGS:
+        stage = STAGES.find(kind)
+        if stage is None:
             raise self.loc.error((*path, "type"), f"unknown stage type {kind!r}",
-                                 hint=_suggest(kind, sorted(CONFIGS), label="known stages"))
-        cls = CONFIGS[kind]
+                                 hint=_suggest(kind, sorted(STAGES.names()), label="known stages"))
+        cls = stage.config
         optional = self.boolean(doc.get("optional", False), (*path, "optional"))
         fields = [s.name for s in field_specs(cls)]
         if "params" in doc and "params" not in fields:
@@ -333,6 +330,11 @@ class _Checker:
         if "optional" in fields:
             params["optional"] = optional
         return self.construct(cls, params, path, label=label), optional
+
+
+def _text(ref: Reference, text: str) -> str:
+    """The user's text when nothing was resolved (options keep their spelling), else the canonical form."""
+    return text if ref.text == text else str(ref)
 
 
 def _is_sequence(annotation: Any) -> bool:

@@ -80,8 +80,7 @@ def register() -> None:
 
 def unregister() -> None:
     for cls in _STAGES:
-        registry.STAGES.pop(cls, None)
-        registry.CONFIGS.pop(cls.kind, None)
+        registry.STAGES.pop(cls.kind, None)
 
 
 register()

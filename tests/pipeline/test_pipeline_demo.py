@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelpress.compress.registry import CONFIGS
+from modelpress.compress.registry import STAGES
 from modelpress.reports import load_report
 
 
@@ -15,7 +15,7 @@ def test_demo_completes_and_passes_its_gates(tmp_path, run_cli):
     report = load_report(tmp_path / "demo")
     names = [s["name"] for s in report["stages"]]
     assert names == report["pipeline"]["stages_planned"] and names[0] == "01-train"  # every stage ran
-    assert {n.split("-", 1)[1] for n in names} <= set(CONFIGS)
+    assert {n.split("-", 1)[1] for n in names} <= set(STAGES.names())
     export = next(s for s in report["stages"] if s["kind"] == "export")
     assert export["artifact"]["format"] == "onnx" and export["verification"]["passed"] is True
     final = report["stages"][-1]

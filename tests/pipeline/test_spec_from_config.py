@@ -30,8 +30,7 @@ class DeclaredConfig(Checked, registry.StageConfig):
 def declared():
     registry.register_stage(DeclaredConfig)(lambda artifact, config, ctx: artifact)
     yield
-    registry.STAGES.pop(DeclaredConfig, None)
-    registry.CONFIGS.pop(DeclaredConfig.kind, None)
+    registry.STAGES.pop(DeclaredConfig.kind, None)
 
 
 def message(stage: str) -> str:
