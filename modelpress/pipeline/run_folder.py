@@ -21,9 +21,9 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..data import parse_data
 from ..errors import InputError
 from ..io import atomic_write
-from ..data import parse_data
 from ..reports import REPORT_FILENAME
 from ..sources import parse_model
 

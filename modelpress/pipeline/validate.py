@@ -32,15 +32,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from .. import compress  # noqa: F401  (registers the stages)
 from ..compress.registry import STAGES, StageConfig
 from ..config import FieldSpec, field_specs
 from ..data import data_schemes
 from ..errors import InputError
-from ..runtime.sessions import BACKENDS
 from ..evaluate.evaluator import EvalConfig
-from ..runtime.latency import LatencyConfig
 from ..refs import CODE_REF, Reference, parse_data_ref, parse_model_ref
+from ..runtime.latency import LatencyConfig
+from ..runtime.sessions import BACKENDS
 from ..sources import model_schemes
 from .spec import DataSpec, Located, Path_, PipelineSpec, read_spec_file, read_yaml
 
