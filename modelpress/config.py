@@ -29,12 +29,18 @@ _MISSING = dataclasses.MISSING
 
 @dataclass(frozen=True)
 class Interval:
-    """A number in a range. ``closed``: which ends belong to it ("both", "left", "right", "neither")."""
+    """A number in a range. ``closed``: which ends belong to it ("both", "left", "right", "neither").
+
+    ``noun=False`` leaves "an integer" / "a number" out of the description ("in (0, 1)" rather than "a number in
+    (0, 1)"), for messages users already know; ``unit`` is named after the range ("an integer > 0 (MiB)").
+    """
 
     type: type
     low: float | None = None
     high: float | None = None
     closed: str = "both"
+    noun: bool = True
+    unit: str = ""
 
     def __post_init__(self) -> None:
         if self.type not in (int, float):
@@ -42,17 +48,26 @@ class Interval:
         if self.closed not in ("both", "left", "right", "neither"):
             raise ValueError(f"closed must be both/left/right/neither, got {self.closed!r}")
 
-    def describe(self) -> str:
-        kind = "an integer" if self.type is int else "a number"
+    def describe(self, *, plural: bool = False) -> str:
+        """``"an integer in [1, 100]"``; ``plural``: for the items of a tuple field (``"integers ≥ 1"``)."""
+        if plural:
+            kind = "integers" if self.type is int else "numbers"
+        else:
+            kind = "an integer" if self.type is int else "a number"
+        if not self.noun and not plural:
+            kind = ""
         if self.low is not None and self.high is not None:
             left = "[" if self.closed in ("both", "left") else "("
             right = "]" if self.closed in ("both", "right") else ")"
-            return f"{kind} in {left}{_num(self.low)}, {_num(self.high)}{right}"
-        if self.low is not None:
-            return f"{kind} {'≥' if self.closed in ('both', 'left') else '>'} {_num(self.low)}"
-        if self.high is not None:
-            return f"{kind} {'≤' if self.closed in ('both', 'right') else '<'} {_num(self.high)}"
-        return kind
+            text = f"in {left}{_num(self.low)}, {_num(self.high)}{right}"
+        elif self.low is not None:
+            text = f"{'≥' if self.closed in ('both', 'left') else '>'} {_num(self.low)}"
+        elif self.high is not None:
+            text = f"{'≤' if self.closed in ('both', 'right') else '<'} {_num(self.high)}"
+        else:
+            text = ""
+        text = " ".join(part for part in (kind, text) if part) or ("an integer" if self.type is int else "a number")
+        return f"{text} ({self.unit})" if self.unit else text
 
     def accepts(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -71,9 +86,13 @@ class Options:
     """One of a fixed set of values (strings, usually)."""
 
     values: tuple[Any, ...]
+    #: The description in messages when "one of a, b" is not how users know it ("onnx or tensorrt").
+    text: str | None = None
 
-    def describe(self) -> str:
-        return "one of " + ", ".join(str(v) for v in self.values)
+    def describe(self, *, plural: bool = False) -> str:
+        if self.text:
+            return self.text
+        return ("each one of " if plural else "one of ") + ", ".join(str(v) for v in self.values)
 
     def accepts(self, value: Any) -> bool:
         return any(value == v and type(value) is type(v) for v in self.values)
@@ -87,7 +106,8 @@ def _num(value: float) -> str:
 
 
 def option(default: Any = _MISSING, constraint: Constraint | None = None, *, help: str = "",
-           cli: str | bool | None = None, metavar: str | None = None) -> Any:
+           cli: str | bool | None = None, metavar: str | None = None, flatten: bool = False,
+           label: str | None = None) -> Any:
     """A config field with its constraint and help text.
 
     Args:
@@ -98,8 +118,12 @@ def option(default: Any = _MISSING, constraint: Constraint | None = None, *, hel
         cli: ``False`` to keep the field off the command line, a string to name its flag (``"--calibrate"``),
             ``None`` for the default ``--field-name``.
         metavar: the placeholder shown in ``--help``.
+        flatten: the field holds a nested config whose fields the interfaces show as this config's own keys
+            (the export stage's TensorRT settings); :func:`field_specs` lists them in its place.
+        label: how messages name the key when the bare field name says too little (``"knn (k)"``).
     """
-    metadata = {"constraint": constraint, "help": help, "cli": cli, "metavar": metavar}
+    metadata = {"constraint": constraint, "help": help, "cli": cli, "metavar": metavar, "flatten": flatten,
+                "label": label}
     if isinstance(default, list | dict | set):
         raise TypeError("config defaults must be immutable (use a tuple)")
     return dataclasses.field(default=default, metadata=metadata)
@@ -126,6 +150,11 @@ class FieldSpec:
         return type(None) in typing.get_args(self.annotation)
 
     @property
+    def sequence(self) -> bool:
+        """Whether the field holds a tuple of values (its constraint then applies to each item)."""
+        return any(typing.get_origin(a) is tuple for a in (self.annotation, *typing.get_args(self.annotation)))
+
+    @property
     def flag(self) -> str | None:
         """The command-line flag, or ``None`` when the field is not on the command line."""
         if self.cli is False:
@@ -135,16 +164,23 @@ class FieldSpec:
         return "--" + self.name.replace("_", "-")
 
 
-def field_specs(cls: type) -> tuple[FieldSpec, ...]:
-    """Every dataclass field of ``cls`` with its declared constraint (``None`` where none is declared)."""
+def field_specs(cls: type, *, flatten: bool = True) -> tuple[FieldSpec, ...]:
+    """Every dataclass field of ``cls`` with its declared constraint (``None`` where none is declared).
+
+    A field declared with ``option(..., flatten=True)`` is replaced by its nested config's fields (``flatten=False``
+    keeps it as one field).
+    """
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # an annotation that cannot be resolved at run time: fall back to the raw strings
         hints = {}
-    specs = []
+    specs: list[FieldSpec] = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not _MISSING else (
             f.default_factory() if f.default_factory is not _MISSING else _MISSING)
+        if flatten and f.metadata.get("flatten"):
+            specs.extend(field_specs(type(default)))
+            continue
         specs.append(FieldSpec(f.name, hints.get(f.name, f.type), default, f.metadata.get("constraint"),
                                f.metadata.get("help", ""), f.metadata.get("cli"), f.metadata.get("metavar")))
     return tuple(specs)
@@ -153,17 +189,27 @@ def field_specs(cls: type) -> tuple[FieldSpec, ...]:
 def check_fields(config: Any, *, section: str) -> None:
     """Validate every declared constraint of a dataclass instance; the message names ``section.key``.
 
+    A tuple field's constraint applies to each of its items (``batch_sizes: tuple[int, ...]`` with
+    ``Interval(int, 1)``); an integral float given for an int field becomes an int (YAML and JSON write ``3.0``).
+
     Raises:
         InputError: ``"prune.steps must be an integer in [1, 100], got 0"``.
     """
-    for spec in field_specs(type(config)):
+    labels = {f.name: f.metadata.get("label") or f.name for f in dataclasses.fields(config)}
+    for spec in field_specs(type(config), flatten=False):  # a nested config checked itself when it was made
         if spec.constraint is None:
             continue
+        key = labels[spec.name]
         value = getattr(config, spec.name)
         if value is None and spec.nullable:
             continue
+        if spec.sequence and isinstance(value, (tuple, list)):
+            if not all(spec.constraint.accepts(item) for item in value):
+                raise InputError(f"{section}.{key} must be {spec.constraint.describe(plural=True)}, "
+                                 f"got {list(value)}")
+            continue
         if not spec.constraint.accepts(value):
-            raise InputError(f"{section}.{spec.name} must be {spec.constraint.describe()}, got {value!r}")
+            raise InputError(f"{section}.{key} must be {spec.constraint.describe()}, got {value!r}")
         if isinstance(spec.constraint, Interval) and spec.constraint.type is int and isinstance(value, float):
             object.__setattr__(config, spec.name, int(value))
 
@@ -172,13 +218,14 @@ class Checked:
     """Mixin for frozen dataclass configs: ``__post_init__`` checks the declared constraints, then ``check()``.
 
     Subclasses put cross-field rules ("target_macs only with method structured") in ``check()``; single-field
-    ranges and choices are declared on the field and never written again by hand.
+    ranges and choices are declared on the field and never written again by hand. Messages name ``section.key``;
+    ``section`` defaults to a stage config's ``kind``.
     """
 
     section: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        check_fields(self, section=self.section or type(self).__name__)
+        check_fields(self, section=self.section or getattr(type(self), "kind", "") or type(self).__name__)
         self.check()
 
     def check(self) -> None:

@@ -19,37 +19,46 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..artifacts import ModelArtifact, check_inputs
+from ..config import Checked, Interval, option
 from ..errors import InputError
 from ..io import sha256_arrays
 from .registry import COST_KEY, StageConfig, StageContext, register_stage
-from .train import check_training_args, discard_checkpoints, fit, stage_cost
+from .train import (batch_size_option, check_early_stopping, discard_checkpoints, epochs_option, fit, lr_option,
+                    patience_option, seed_option, stage_cost, val_fraction_option, weight_decay_option)
 
 TEACHER_ALIASES = ("original", "input")
 
 
 @dataclass(frozen=True)
-class DistillConfig(StageConfig):
+class DistillConfig(Checked, StageConfig):
     """``temperature`` > 0 softens both distributions; ``alpha`` in [0, 1] weighs the soft loss against labels."""
 
     kind: ClassVar[str] = "distill"
     references: ClassVar[dict[str, str]] = {"teacher": "model", "student": "model"}
     keywords: ClassVar[tuple[str, ...]] = ("original", "input")
-    teacher: str = "original"
-    student: str = "input"
-    student_kwargs: dict[str, Any] = field(default_factory=dict)
-    temperature: float = 4.0
-    alpha: float = 0.9
-    epochs: int = 10
-    lr: float = 3e-3
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-    seed: int = 0
-    features: tuple[tuple[str, str], ...] = ()
-    feature_weight: float = 1.0
-    val_fraction: float = 0.0
-    patience: int = 0
+    teacher: str = option("original", help="Teacher model reference (e.g. zoo:cnn@w.safetensors or a folder), or "
+                                           "'original' / 'input'.")
+    student: str = option("input", help="Student model reference (zoo:NAME, pkg.module:factory, a folder), or "
+                                        "'input'.")
+    student_kwargs: dict[str, Any] = field(default_factory=dict,
+                                           metadata={"help": "Widths for a zoo: student, e.g. {hidden: [32]}."})
+    temperature: float = option(4.0, Interval(float, 0, 100, closed="right", noun=False),
+                                help="Softmax temperature T > 0.")
+    alpha: float = option(0.9, Interval(float, 0, 1, noun=False),
+                          help="Weight in [0, 1] of the soft-target loss (1 - alpha goes to the labels).")
+    epochs: int = epochs_option(10)
+    lr: float = lr_option()
+    batch_size: int = batch_size_option()
+    weight_decay: float = weight_decay_option()
+    seed: int = seed_option()
+    features: tuple[tuple[str, str], ...] = option(
+        (), cli="--feature", metavar="TEACHER_LAYER:STUDENT_LAYER",
+        help="TEACHER_LAYER:STUDENT_LAYER pair of equal output shapes for an MSE feature loss; repeatable.")
+    feature_weight: float = option(1.0, Interval(float, 0, noun=False), help="Weight of the feature loss.")
+    val_fraction: float = val_fraction_option()
+    patience: int = patience_option()
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not isinstance(self.teacher, str) or not self.teacher.strip():
             raise InputError("distill.teacher must name a model (or 'original' / 'input')")
         if not isinstance(self.student, str) or not self.student.strip():
@@ -63,20 +72,13 @@ class DistillConfig(StageConfig):
             raise InputError(f"distill.student_kwargs must be a mapping, got {type(self.student_kwargs).__name__}")
         if self.student_kwargs and not self.student.startswith("zoo:"):
             raise InputError(f"distill.student_kwargs only apply to zoo: students, not {self.student!r}")
-        if not 0 < float(self.temperature) <= 100:
-            raise InputError(f"distill.temperature must be in (0, 100], got {self.temperature}")
-        if not 0 <= float(self.alpha) <= 1:
-            raise InputError(f"distill.alpha must be in [0, 1], got {self.alpha}")
-        if float(self.feature_weight) < 0:
-            raise InputError(f"distill.feature_weight must be ≥ 0, got {self.feature_weight}")
         pairs = []
         for pair in self.features or ():
             if isinstance(pair, str) or len(pair) != 2:
                 raise InputError(f"distill.features entries must be [teacher_layer, student_layer], got {pair!r}")
             pairs.append((str(pair[0]), str(pair[1])))
         object.__setattr__(self, "features", tuple(pairs))
-        check_training_args("distill", epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                            weight_decay=self.weight_decay, val_fraction=self.val_fraction, patience=self.patience)
+        check_early_stopping("distill", patience=self.patience, val_fraction=self.val_fraction)
 
     @property
     def needs_train(self) -> bool:

@@ -8,103 +8,90 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
-import math
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ..artifacts import ModelArtifact
+from ..config import Checked, Interval, Options, option
 from ..data import Dataset
 from ..errors import BackendUnavailable, GateFailed, InputError
 from .registry import StageConfig, StageContext, register_stage
+from .tensorrt import TensorRTConfig
 
 EXPORTERS = ("dynamo", "torchscript")
-PRECISIONS = ("fp32", "fp16", "int8")
-TRT_INT8 = ("qdq", "calibrator")  # explicit Q/DQ (default) | TensorRT 10's deprecated implicit calibrator
-_TRT_INTS = ("min_batch", "opt_batch", "max_batch", "min_seq_len", "opt_seq_len", "max_seq_len", "workspace_mb",
-             "calibration_batch_size", "calibration_batches")
-_TRT_FIELDS = (*_TRT_INTS, "precision", "trt_int8", "timing_cache", "trt_atol", "trt_rtol", "trt_min_top1")
+_TRT_FIELDS = tuple(f.name for f in dataclasses.fields(TensorRTConfig))
 
 
 @dataclass(frozen=True)
-class ExportConfig(StageConfig):
-    """``format`` onnx (or tensorrt, GPU only); ``atol``/``rtol`` bound |onnx − torch| elementwise on logits."""
+class ExportConfig(Checked, StageConfig):
+    """``format`` onnx (or tensorrt, GPU only); ``atol``/``rtol`` bound |onnx − torch| elementwise on logits.
+
+    The TensorRT settings are a :class:`~modelpress.compress.tensorrt.TensorRTConfig` in ``tensorrt``; their keys
+    stay flat, where users write them: ``ExportConfig(format="tensorrt", precision="fp16")``, YAML
+    ``export: {format: tensorrt, precision: fp16}``, ``--precision fp16``, ``config.precision`` and
+    :meth:`params` (so report.json and the stage cache keys are what they were).
+    """
 
     kind: ClassVar[str] = "export"
     references: ClassVar[dict[str, str]] = {"timing_cache": "path"}
-    format: str = "onnx"
-    opset: int = 18
-    dynamic_batch: bool = True
-    verify: bool = True
-    atol: float = 1e-4
-    rtol: float = 1e-4
-    verify_samples: int = 64
-    exporter: str = "dynamo"
-    optional: bool = False
-    # TensorRT only (format: tensorrt); see modelpress.compress.tensorrt
-    precision: str = "fp32"
-    trt_int8: str = "qdq"
-    min_batch: int = 1
-    opt_batch: int = 32
-    max_batch: int = 256
-    min_seq_len: int = 1
-    opt_seq_len: int = 128
-    max_seq_len: int = 512
-    workspace_mb: int = 1024
-    timing_cache: str | None = None
-    calibration_batch_size: int = 32
-    calibration_batches: int = 16
-    trt_atol: float | None = None
-    trt_rtol: float | None = None
-    trt_min_top1: float | None = None
+    format: str = option("onnx", Options(("onnx", "tensorrt"), text="onnx or tensorrt"), help="onnx, or tensorrt "
+                         "(a TensorRT engine built from the verified ONNX model; NVIDIA GPU only).")
+    opset: int = option(18, Interval(int, 13, 23, noun=False), help="ONNX opset.")
+    dynamic_batch: bool = option(True, cli="--dynamic-batch/--static-batch", help="Dynamic batch axis.")
+    verify: bool = option(True, help="Compare onnxruntime outputs with torch on real samples; exit 1 over tolerance.")
+    atol: float = option(1e-4, Interval(float, 0, noun=False), help="Absolute tolerance of |onnx − torch|.")
+    rtol: float = option(1e-4, Interval(float, 0, noun=False), help="Relative tolerance of |onnx − torch|.")
+    verify_samples: int = option(64, Interval(int, 1, noun=False), cli=False, help="Samples verified.")
+    exporter: str = option("dynamo", Options(EXPORTERS), help="torch.onnx exporter.")
+    optional: bool = option(False, cli=False, help="Skip the stage (with a note) when TensorRT is unavailable.")
+    tensorrt: TensorRTConfig = option(TensorRTConfig(), flatten=True, help="TensorRT settings (format tensorrt).")
 
-    def __post_init__(self) -> None:
-        if self.format not in ("onnx", "tensorrt"):
-            raise InputError(f"export.format must be onnx or tensorrt, got {self.format!r}")
-        if not 13 <= int(self.opset) <= 23:
-            raise InputError(f"export.opset must be in [13, 23], got {self.opset}")
-        if self.exporter not in EXPORTERS:
-            raise InputError(f"export.exporter must be one of {EXPORTERS}, got {self.exporter!r}")
-        if not (self.atol >= 0 and self.rtol >= 0):
-            raise InputError(f"export.atol and rtol must be ≥ 0, got {self.atol}, {self.rtol}")
-        if self.verify_samples < 1:
-            raise InputError(f"export.verify_samples must be ≥ 1, got {self.verify_samples}")
-        self._validate_tensorrt()
-
-    def _validate_tensorrt(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"export.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.trt_int8 not in TRT_INT8:
-            raise InputError(f"export.trt_int8 must be one of {', '.join(TRT_INT8)}, got {self.trt_int8!r}")
-        for name in _TRT_INTS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                unit = " (MiB)" if name == "workspace_mb" else ""
-                raise InputError(f"export.{name} must be an integer > 0{unit}, got {value!r}")
-        for axis in ("batch", "seq_len"):
-            lo, opt, hi = (getattr(self, f"{k}_{axis}") for k in ("min", "opt", "max"))
-            if not lo <= opt <= hi:
-                raise InputError(f"export: min_{axis} ≤ opt_{axis} ≤ max_{axis} must hold, got {lo}, {opt}, {hi}")
-        if self.timing_cache is not None and (not isinstance(self.timing_cache, str) or not self.timing_cache):
-            raise InputError(f"export.timing_cache must be a file path, got {self.timing_cache!r}")
-        for name, top in (("trt_atol", math.inf), ("trt_rtol", math.inf), ("trt_min_top1", 1.0)):
-            value = getattr(self, name)
-            ok = value is None or (not isinstance(value, bool) and isinstance(value, (int, float))
-                                   and 0 <= value <= top)
-            if not ok:
-                allowed = "in [0, 1]" if top == 1.0 else "≥ 0"
-                raise InputError(f"export.{name} must be {allowed}, got {value!r}")
-        if self.format != "tensorrt":
-            for f in dataclasses.fields(self):
-                if f.name in _TRT_FIELDS and getattr(self, f.name) != f.default:
+    def check(self) -> None:
+        if self.format != "tensorrt" and self.tensorrt != TensorRTConfig():
+            for f in dataclasses.fields(TensorRTConfig):
+                if getattr(self.tensorrt, f.name) != f.default:
                     raise InputError(f"export.{f.name} applies to format tensorrt only (format is {self.format})",
                                      hint="set format: tensorrt (--format tensorrt) or drop the key")
+
+    def __getattr__(self, name: str) -> Any:
+        """``config.precision``: the TensorRT keys read as before, from ``config.tensorrt``."""
+        if name in _TRT_FIELDS and "tensorrt" in self.__dict__:
+            return getattr(self.__dict__["tensorrt"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def params(self) -> dict[str, Any]:
+        params = dataclasses.asdict(self)
+        return {**params, **params.pop("tensorrt")}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], *, where: str = "") -> StageConfig:
+        params = dict(params)
+        if isinstance(params.get("tensorrt"), dict):  # a record written nested
+            params.update(params.pop("tensorrt"))
+        flat = {k: params.pop(k) for k in _TRT_FIELDS if k in params}
+        config = super().from_params(params, where=where)
+        return dataclasses.replace(config, **flat) if flat else config
+
+
+def _accept_flat_tensorrt_keys(init: Any) -> Any:
+    """Wrap the generated ``__init__`` so that the TensorRT keys may be given flat (see :class:`ExportConfig`)."""
+
+    @functools.wraps(init)
+    def __init__(self: ExportConfig, *args: Any, tensorrt: TensorRTConfig | None = None, **kwargs: Any) -> None:
+        flat = {k: kwargs.pop(k) for k in _TRT_FIELDS if k in kwargs}
+        base = tensorrt if tensorrt is not None else TensorRTConfig()
+        init(self, *args, tensorrt=dataclasses.replace(base, **flat) if flat else base, **kwargs)
+
+    return __init__
+
+
+ExportConfig.__init__ = _accept_flat_tensorrt_keys(ExportConfig.__init__)  # type: ignore[method-assign]
 
 
 @register_stage(ExportConfig)
@@ -229,27 +216,23 @@ def export_onnx(artifact: ModelArtifact, path: Path, *, config: ExportConfig) ->
 def verify_onnx(reference: ModelArtifact, candidate: ModelArtifact, data: Dataset, *, config: ExportConfig,
                 threads: int = 1) -> dict[str, Any]:
     """Compare torch and onnxruntime outputs at batch sizes 1, an odd size and the full sample."""
+    from ..runtime.compare import compare_batches
     from ..runtime.sessions import make_runner
 
     n = min(len(data), config.verify_samples)
     sample = data.subset(slice(0, n))
     torch_run = make_runner(reference, "torch", threads=threads)
     ort_run = make_runner(candidate, "onnxruntime", threads=threads)
-    max_abs = max_rel = 0.0
-    agree = total = 0
-    passed = True
     # a static batch axis is fixed at the exported example's size: only that size is valid input
     sizes = sorted({1, min(n, 7), n}) if config.dynamic_batch else [STATIC_BATCH]
+    pairs = []
     for size in sizes:
         for batch, _ in sample.batches(size):
             want, got = torch_run(batch), ort_run(batch)
             if want.shape != got.shape:
                 raise GateFailed(f"ONNX output shape {got.shape} differs from torch {want.shape} at batch {size}")
-            diff = np.abs(want - got)
-            max_abs = max(max_abs, float(diff.max()))
-            max_rel = max(max_rel, float((diff / np.maximum(np.abs(want), 1e-12)).max()))
-            passed &= bool(np.all(diff <= config.atol + config.rtol * np.abs(want)))
-            agree += int((want.argmax(1) == got.argmax(1)).sum())
-            total += len(want)
-    return {"passed": passed, "max_abs_diff": max_abs, "max_rel_diff": max_rel, "top1_agreement": agree / total,
-            "n_samples": n, "batch_sizes": sizes, "atol": config.atol, "rtol": config.rtol}
+            pairs.append((want, got))
+    check = compare_batches(pairs, rtol=config.rtol)
+    return {"passed": check.within(config.atol), "max_abs_diff": check.max_abs_diff,
+            "max_rel_diff": check.max_rel_diff, "top1_agreement": check.top1_agreement, "n_samples": n,
+            "batch_sizes": sizes, "atol": config.atol, "rtol": config.rtol}

@@ -25,9 +25,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..artifacts import ModelArtifact
+from ..config import Checked, Interval, Options, option
 from ..errors import InputError
 from .registry import COST_KEY, StageConfig, StageContext, register_stage
-from .train import check_training_args, discard_checkpoints, fit, stage_cost
+from .train import (batch_size_option, check_early_stopping, discard_checkpoints, epochs_option, fit, lr_option,
+                    patience_option, seed_option, stage_cost, val_fraction_option, weight_decay_option)
 
 METHODS = ("magnitude", "structured", "2:4")
 SCOPES = ("global", "layer")
@@ -35,7 +37,7 @@ IMPORTANCES = ("l1", "l2", "taylor")
 
 
 @dataclass(frozen=True)
-class PruneConfig(StageConfig):
+class PruneConfig(Checked, StageConfig):
     """``amount``: fraction of weights (magnitude) or of channels per layer (structured) to remove, in (0, 1).
 
     ``target_macs`` (structured only, instead of ``amount``): the MAC ratio to reach, e.g. 0.5 keeps half the
@@ -45,30 +47,32 @@ class PruneConfig(StageConfig):
     """
 
     kind: ClassVar[str] = "prune"
-    method: str = "magnitude"
-    amount: float | None = None
-    target_macs: float | None = None
-    scope: str | None = None
-    importance: str = "l1"
-    steps: int = 1
-    finetune_epochs: int = 0
-    lr: float = 3e-3
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.0
-    patience: int = 0
-    ignore: tuple[str, ...] = ()
-    round_to: int = 1
-    seed: int = 0
+    method: str = option("magnitude", Options(METHODS),
+                         help="magnitude: unstructured zeros; structured: remove channels; 2:4: 2 of every 4 "
+                              "Linear weights.")
+    amount: float | None = option(None, Interval(float, 0, 1, closed="neither", noun=False),
+                                  help="Fraction in (0, 1) of weights (magnitude) or channels (structured).")
+    target_macs: float | None = option(None, Interval(float, 0, 1, closed="neither", noun=False),
+                                       help="Structured only, instead of --amount: MAC ratio to reach, e.g. 0.5.")
+    scope: str | None = option(None, Options(SCOPES),
+                               help="Rank weights over all layers or per layer [default: global for magnitude, "
+                                    "layer for structured].")
+    importance: str = option("l1", Options(IMPORTANCES),
+                             help="Channel importance for structured pruning (taylor needs --data).")
+    steps: int = option(1, Interval(int, 1, 100), help="Prune in this many increments, fine-tuning after each.")
+    finetune_epochs: int = epochs_option(0, low=0, help="Epochs of fine-tuning after each step (needs --data; masks "
+                                                        "stay fixed).")
+    lr: float = lr_option(help="Peak fine-tune learning rate (cosine decay).")
+    batch_size: int = batch_size_option(help="Fine-tune batch size.")
+    weight_decay: float = weight_decay_option()
+    val_fraction: float = val_fraction_option()
+    patience: int = patience_option()
+    ignore: tuple[str, ...] = option((), help="Layer name to keep whole; repeat for several.")
+    round_to: int = option(1, Interval(int, 1, 256),
+                           help="Structured: keep a multiple of N channels (8 or 16 suits CPU kernels).")
+    seed: int = seed_option()
 
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"prune.method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for key in ("amount", "target_macs"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0 < float(value) < 1):
-                raise InputError(f"prune.{key} must be in (0, 1), got {value}")
+    def check(self) -> None:
         if self.method == "2:4":
             if self.amount is not None and float(self.amount) != 0.5:
                 raise InputError(f"prune.amount is fixed at 0.5 for method 2:4, got {self.amount}",
@@ -84,23 +88,10 @@ class PruneConfig(StageConfig):
                              hint="unstructured zeros do not lower dense MACs; use --amount")
         if self.amount is not None and self.target_macs is not None:
             raise InputError("give prune.amount or prune.target_macs, not both")
-        scope = self.scope or ("global" if self.method == "magnitude" else "layer")
-        if scope not in SCOPES:
-            raise InputError(f"prune.scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        object.__setattr__(self, "scope", scope)
-        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or not 1 <= self.round_to <= 256:
-            raise InputError(f"prune.round_to must be an integer in [1, 256], got {self.round_to}")
+        object.__setattr__(self, "scope", self.scope or ("global" if self.method == "magnitude" else "layer"))
         if self.round_to != 1 and self.method != "structured":
             raise InputError(f"prune.round_to only applies to method structured, not {self.method}")
-        if self.importance not in IMPORTANCES:
-            raise InputError(f"prune.importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 100:
-            raise InputError(f"prune.steps must be an integer in [1, 100], got {self.steps}")
-        if isinstance(self.finetune_epochs, bool) or not 0 <= int(self.finetune_epochs) <= 10_000:
-            raise InputError(f"prune.finetune_epochs must be in [0, 10000], got {self.finetune_epochs}")
-        check_training_args("prune", epochs=self.finetune_epochs, lr=self.lr, batch_size=self.batch_size,
-                            weight_decay=self.weight_decay, val_fraction=self.val_fraction, patience=self.patience,
-                            min_epochs=0)
+        check_early_stopping("prune", patience=self.patience, val_fraction=self.val_fraction)
         if isinstance(self.ignore, str):
             object.__setattr__(self, "ignore", (self.ignore,))
         object.__setattr__(self, "ignore", tuple(str(name) for name in self.ignore))

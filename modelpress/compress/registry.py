@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..artifacts import ModelArtifact
+from ..config import field_specs
 from ..data import Dataset
 from ..errors import InputError
 from ..registry import Registry
@@ -39,7 +40,7 @@ class StageConfig:
         """Build from a plain mapping (YAML or CLI); unknown keys are an error that suggests the closest key."""
         import difflib
 
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [spec.name for spec in field_specs(cls)]  # a nested config's keys are flat (export's TensorRT)
         for key in params:
             if key not in names:
                 close = difflib.get_close_matches(str(key), names, n=1)

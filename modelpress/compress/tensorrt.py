@@ -24,17 +24,17 @@ import contextlib
 import dataclasses
 import io
 import logging
-import math
 import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..artifacts import InputSpec, ModelArtifact
+from ..config import Checked, Interval, Options, option
 from ..data import Dataset
 from ..errors import GateFailed, InputError
 from ..runtime.tensorrt import CudaApi
@@ -43,6 +43,55 @@ from ..io import sha256_file, write_bytes
 if TYPE_CHECKING:
     from .export import ExportConfig
     from .registry import StageContext
+
+
+# ---- the TensorRT config -----------------------------------------------------------------------------------------
+PRECISIONS = ("fp32", "fp16", "int8")
+TRT_INT8 = ("qdq", "calibrator")  # explicit Q/DQ (default) | TensorRT 10's deprecated implicit calibrator
+_POSITIVE = Interval(int, 0, closed="neither")
+
+
+@dataclass(frozen=True)
+class TensorRTConfig(Checked):
+    """How ``export: {format: tensorrt}`` builds and checks an engine: precision, optimization profile, builder.
+
+    Its keys sit in the ``export`` stage beside the ONNX ones (YAML ``export: {format: tensorrt, precision: fp16}``,
+    CLI ``modelpress export --format tensorrt --precision fp16``); :class:`~modelpress.compress.export.ExportConfig`
+    holds one as its ``tensorrt`` field and refuses any of them for ``format: onnx``.
+    """
+
+    section: ClassVar[str] = "export"
+    precision: str = option("fp32", Options(PRECISIONS),
+                            help="TensorRT precision; int8: a Q/DQ model as it is, a float model quantized to Q/DQ "
+                                 "on --data's train split.")
+    trt_int8: str = option("qdq", Options(TRT_INT8),
+                           help="int8 from explicit Q/DQ, or TensorRT 10's IInt8EntropyCalibrator2 (deprecated).")
+    min_batch: int = option(1, _POSITIVE, help="TensorRT profile: smallest batch.")
+    opt_batch: int = option(32, _POSITIVE, help="TensorRT profile: batch the kernels are tuned for.")
+    max_batch: int = option(256, _POSITIVE, help="TensorRT profile: largest batch.")
+    min_seq_len: int = option(1, _POSITIVE, help="TensorRT profile range of dynamic non-batch axes (text inputs).")
+    opt_seq_len: int = option(128, _POSITIVE, help="TensorRT profile: sequence length the kernels are tuned for.")
+    max_seq_len: int = option(512, _POSITIVE, help="TensorRT profile: longest sequence.")
+    workspace_mb: int = option(1024, Interval(int, 0, closed="neither", unit="MiB"),
+                               help="TensorRT builder workspace limit (MiB).")
+    timing_cache: str | None = option(None, help="TensorRT timing cache file: reused when it matches, then updated.")
+    calibration_batch_size: int = option(32, _POSITIVE, cli=False, help="Samples per TensorRT calibration batch.")
+    calibration_batches: int = option(16, _POSITIVE, cli=False, help="TensorRT calibration batches.")
+    trt_atol: float | None = option(None, Interval(float, 0, noun=False),
+                                    help="Engine vs onnxruntime abs tolerance (default by precision: fp32 1e-3, "
+                                         "fp16 1e-2, int8 0.25 × max |logit|).")
+    trt_rtol: float | None = option(None, Interval(float, 0, noun=False),
+                                    help="Engine vs onnxruntime rel tolerance.")
+    trt_min_top1: float | None = option(None, Interval(float, 0, 1, noun=False),
+                                        help="Minimum top-1 agreement with onnxruntime (default: int8 0.99).")
+
+    def check(self) -> None:
+        for axis in ("batch", "seq_len"):
+            lo, opt, hi = (getattr(self, f"{k}_{axis}") for k in ("min", "opt", "max"))
+            if not lo <= opt <= hi:
+                raise InputError(f"export: min_{axis} ≤ opt_{axis} ≤ max_{axis} must hold, got {lo}, {opt}, {hi}")
+        if self.timing_cache is not None and (not isinstance(self.timing_cache, str) or not self.timing_cache):
+            raise InputError(f"export.timing_cache must be a file path, got {self.timing_cache!r}")
 
 
 # ---- tolerances and output comparison ----------------------------------------------------------------------------
@@ -79,35 +128,27 @@ def tolerance_for(config: ExportConfig) -> Tolerance:
 
 
 def compare_outputs(pairs: Iterable[tuple[np.ndarray, np.ndarray]], tolerance: Tolerance) -> dict[str, Any]:
-    """Judge ``(reference, candidate)`` logit pairs; the dict has the keys of an export verification record."""
-    max_abs = max_rel = ref_max = 0.0
-    worst = -math.inf  # max over elements of |d| − rtol·|want|: passes when ≤ the effective atol
-    agree = total = non_finite = 0
+    """Judge ``(reference, candidate)`` logit pairs; the dict has the keys of an export verification record.
+
+    The numbers are :func:`modelpress.runtime.compare.compare_batches`'s (inf/NaN outputs counted and read as 0);
+    the rule is TensorRT's: ``|d| ≤ atol + atol_of_range·max|ref| + rtol·|ref|`` elementwise, all finite, and
+    top-1 agreement ≥ ``min_top1`` when set.
+    """
+    from ..runtime.compare import compare_batches
+
+    pairs = [(np.asarray(want, dtype=np.float64), np.asarray(got, dtype=np.float64)) for want, got in pairs]
     for want, got in pairs:
-        want = np.asarray(want, dtype=np.float64)
-        got = np.asarray(got, dtype=np.float64)
         if want.shape != got.shape:
             raise GateFailed(f"TensorRT output shape {got.shape} differs from onnxruntime {want.shape}")
-        bad = ~np.isfinite(got)
-        non_finite += int(bad.sum())
-        got = np.where(bad, 0.0, got)
-        diff = np.abs(want - got)
-        if diff.size:
-            max_abs = max(max_abs, float(diff.max()))
-            max_rel = max(max_rel, float((diff / np.maximum(np.abs(want), 1e-12)).max()))
-            worst = max(worst, float((diff - tolerance.rtol * np.abs(want)).max()))
-            ref_max = max(ref_max, float(np.abs(want).max()))
-        flat_w, flat_g = want.reshape(len(want), -1), got.reshape(len(got), -1)
-        agree += int((flat_w.argmax(1) == flat_g.argmax(1)).sum()) if flat_w.size else 0
-        total += len(want)
-    if total == 0:
+    if sum(len(want) for want, _ in pairs) == 0:
         raise InputError("TensorRT verification compared 0 samples")
-    atol = tolerance.atol + tolerance.atol_of_range * ref_max
-    top1 = agree / total
-    passed = non_finite == 0 and worst <= atol and (tolerance.min_top1 is None or top1 >= tolerance.min_top1)
-    return {"passed": bool(passed), "max_abs_diff": max_abs, "max_rel_diff": max_rel, "top1_agreement": top1,
-            "non_finite": non_finite, "n_samples": total, "atol": atol, "rtol": tolerance.rtol,
-            "min_top1": tolerance.min_top1, "reference": "onnxruntime"}
+    check = compare_batches(pairs, rtol=tolerance.rtol)
+    atol = tolerance.atol + tolerance.atol_of_range * check.reference_max_abs
+    top1 = check.top1_agreement
+    passed = check.within(atol) and (tolerance.min_top1 is None or top1 >= tolerance.min_top1)
+    return {"passed": bool(passed), "max_abs_diff": check.max_abs_diff, "max_rel_diff": check.max_rel_diff,
+            "top1_agreement": top1, "non_finite": check.non_finite, "n_samples": check.n_samples, "atol": atol,
+            "rtol": tolerance.rtol, "min_top1": tolerance.min_top1, "reference": "onnxruntime"}
 
 
 # ---- optimization profiles ---------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import progress
 from ..artifacts import ModelArtifact
+from ..config import Checked, Interval, Options, option
 from ..data import Dataset
 from ..errors import InputError
 from ..runtime.memory import process_peak_rss_bytes
@@ -37,8 +38,38 @@ CHECKPOINT_VERSION = 1
 STATE_FILE = "state.json"
 
 
+def epochs_option(default: int, *, low: int = 1, help: str = "Passes over the training data.") -> Any:
+    """``epochs`` of a stage that trains (train, distill; prune's fine-tune allows 0)."""
+    return option(default, Interval(int, low, 10_000, noun=False), help=help)
+
+
+def lr_option(default: float = 3e-3, *, help: str = "Peak learning rate (cosine decay).") -> Any:
+    return option(default, Interval(float, 0, 10, closed="neither", noun=False), help=help)
+
+
+def batch_size_option(default: int = 64, *, help: str = "Training batch size.") -> Any:
+    return option(default, Interval(int, 1, noun=False), help=help)
+
+
+def weight_decay_option(default: float = 1e-4) -> Any:
+    return option(default, Interval(float, 0, noun=False), help="Decoupled (AdamW) or L2 (SGD) weight decay.")
+
+
+def val_fraction_option() -> Any:
+    return option(0.0, Interval(float, 0, 1, closed="left", noun=False),
+                  help="Hold out this share of the training data for early stopping.")
+
+
+def patience_option() -> Any:
+    return option(0, Interval(int, 0, noun=False), help="Early-stopping patience in epochs (needs --val-fraction).")
+
+
+def seed_option(help: str = "Seed of the weights' initialisation and the batch order.") -> Any:
+    return option(0, help=help)
+
+
 @dataclass(frozen=True)
-class TrainConfig(StageConfig):
+class TrainConfig(Checked, StageConfig):
     """Supervised training (AdamW or SGD, cosine or constant learning rate), optional early stopping.
 
     ``val_fraction`` > 0 holds out that stratified share of the training data; with ``patience`` > 0 training stops
@@ -46,26 +77,31 @@ class TrainConfig(StageConfig):
     """
 
     kind: ClassVar[str] = "train"
-    epochs: int = 10
-    lr: float = 3e-3
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-    seed: int = 0
-    optimizer: str = "adamw"
-    schedule: str = "cosine"
-    val_fraction: float = 0.0
-    patience: int = 0
+    epochs: int = epochs_option(10)
+    lr: float = lr_option()
+    batch_size: int = batch_size_option()
+    weight_decay: float = weight_decay_option()
+    seed: int = seed_option()
+    optimizer: str = option("adamw", Options(OPTIMIZERS), help="Optimizer.")
+    schedule: str = option("cosine", Options(SCHEDULES), help="Learning-rate schedule.")
+    val_fraction: float = val_fraction_option()
+    patience: int = patience_option()
 
-    def __post_init__(self) -> None:
-        check_training_args(self.kind, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                            weight_decay=self.weight_decay, optimizer=self.optimizer, schedule=self.schedule,
-                            val_fraction=self.val_fraction, patience=self.patience)
+    def check(self) -> None:
+        check_early_stopping(self.kind, patience=self.patience, val_fraction=self.val_fraction)
+
+
+def check_early_stopping(where: str, *, patience: int, val_fraction: float, has_validation: bool | None = None) -> None:
+    """``patience`` > 0 needs a validation split: ``val_fraction`` > 0 (or validation data given to :func:`fit`)."""
+    if int(patience) > 0 and not (float(val_fraction) > 0 if has_validation is None else has_validation):
+        raise InputError(f"{where}.patience = {patience} needs a validation split",
+                         hint=f"set {where}.val_fraction, e.g. 0.1")
 
 
 def check_training_args(where: str, *, epochs: int, lr: float, batch_size: int, weight_decay: float,
                         optimizer: str = "adamw", schedule: str = "cosine", val_fraction: float = 0.0,
                         patience: int = 0, min_epochs: int = 1, has_validation: bool | None = None) -> None:
-    """Validate the loop's settings once, at the edge, naming the stage key, the value and the range."""
+    """Validate :func:`fit`'s keyword arguments (library callers, not configs: those declare their fields)."""
     if not min_epochs <= int(epochs) <= 10_000:
         raise InputError(f"{where}.epochs must be in [{min_epochs}, 10000], got {epochs}")
     if not 0 < float(lr) < 10:
@@ -82,9 +118,7 @@ def check_training_args(where: str, *, epochs: int, lr: float, batch_size: int, 
         raise InputError(f"{where}.val_fraction must be in [0, 1), got {val_fraction}")
     if int(patience) < 0:
         raise InputError(f"{where}.patience must be ≥ 0, got {patience}")
-    if int(patience) > 0 and not (float(val_fraction) > 0 if has_validation is None else has_validation):
-        raise InputError(f"{where}.patience = {patience} needs a validation split",
-                         hint=f"set {where}.val_fraction, e.g. 0.1")
+    check_early_stopping(where, patience=patience, val_fraction=val_fraction, has_validation=has_validation)
 
 
 LossFn = Callable[[Any, list[Any], Any], Any]
