@@ -12,7 +12,8 @@ converted classifier fit modelpress's contract (named inputs in, one ``(n, n_cla
   the arrays of the ``.npz`` (or the keys of the ``Dataset.inputs`` a ``pkg.module:fn`` returns) as the model's
   inputs. Floating arrays are cast to the input's declared float type (float64 for ``DoubleTensorType``).
 
-The conversion is verified like an export: the ONNX probabilities are compared with ``predict_proba`` on a sample.
+The conversion is verified like an export: the ONNX probabilities (read by the evaluator's onnxruntime runner) are
+compared with ``predict_proba`` on a sample (:func:`~.compare.compare_outputs`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import numpy as np
 
 from ..errors import BackendUnavailable, GateFailed, InputError
 from ..io import write_bytes
+from .compare import compare_outputs
+from .sessions import ort_runner
 
 __all__ = ["keep_outputs", "sklearn_to_onnx"]
 
@@ -116,9 +119,11 @@ def sklearn_to_onnx(estimator: Any, path: str | os.PathLike[str], *, sample: np.
     onnx.checker.check_model(model)
     target = Path(path)
     write_bytes(target, model.SerializeToString())
-    got = _run(target, input_name, x)
-    diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
-    agreement = float(np.mean(got.argmax(1) == expected.argmax(1))) if got.shape == expected.shape else 0.0
+    got = np.asarray(ort_runner(target, threads=1)({input_name: x}), dtype=np.float64)
+    diff, agreement = float("inf"), 0.0
+    if got.shape == expected.shape:
+        check = compare_outputs(expected, got)
+        diff, agreement = check.max_abs_diff, check.top1_agreement
     report = {"path": str(target), "input": input_name, "n_classes": int(expected.shape[1]), "max_abs_diff": diff,
               "top1_agreement": agreement, "n_samples": int(len(x))}
     if not diff <= atol:
@@ -135,10 +140,3 @@ def _classifiers(estimator: Any) -> list[Any]:
     """The classifier whose zipmap option is set: the estimator, or a pipeline's final step."""
     steps = getattr(estimator, "steps", None)
     return _classifiers(steps[-1][1]) if steps else [estimator]
-
-
-def _run(path: Path, input_name: str, x: np.ndarray) -> np.ndarray:
-    from .sessions import ort_session
-
-    session = ort_session(str(path), threads=1)
-    return np.asarray(session.run(None, {input_name: x})[0], dtype=np.float64)
