@@ -867,7 +867,7 @@ def explain_command(model: str, reference: str, data_ref: str, weights: str | No
       modelpress explain out/cnn-int8 --reference out/cnn-onnx --data sklearn:digits --target x86-avx2
     """
     from .diagnose import ExplainConfig
-    from .diagnose.report import run_explain
+    from .pipeline.explain import run_explain
     from .reports.explain_md import explain_markdown
 
     if target == "auto":

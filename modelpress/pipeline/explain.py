@@ -1,10 +1,13 @@
 """``modelpress explain`` as a report folder: the reference and the candidate as two stages, the explanation under
 the candidate stage's key ``"explain"``.
 
+It lives with the pipeline, above ``diagnose/``, ``evaluate/`` and ``reports/``, because it runs all three
+(diagnose/ may not import its siblings or the reports above it).
+
 Layout of ``OUT/NAME/``: report.html, predictions.npz, report.md, then report.json last (the commit marker, as for
 every report). Both stages carry metrics on the whole test split, the candidate its fidelity to the reference, and
-latency rows measured by :func:`~.explain.explain` on the same batch and threads (so report.md's summary table shows
-the speed-up); the FP16 copy's latency is in the Explain section.
+latency rows measured by :func:`~modelpress.diagnose.explain.explain` on the same batch and threads (so report.md's
+summary table shows the speed-up); the FP16 copy's latency is in the Explain section.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any
 
 from ..artifacts import ModelArtifact
 from ..data import load_data
+from ..diagnose.explain import ExplainConfig, explain
 from ..evaluate.evaluator import EvalConfig, EvalResult, evaluate
+from ..reports import new_report, write_report
+from ..reports.html import write_html
 from ..sources import load_model
-from .explain import ExplainConfig, explain
 
 _LATENCY_KEYS = ("backend", "batch_size", "threads", "n", "median_ms", "p90_ms", "iqr_ms", "unstable",
                  "cold_start_ms")
@@ -33,9 +38,6 @@ def run_explain(candidate_ref: str, reference_ref: str, data_ref: str, *, out_di
     Raises:
         InputError: a reference does not load, or the models or data do not fit each other (exit code 2).
     """
-    from ..reports import new_report, write_report
-    from ..reports.html import write_html
-
     data = load_data(data_ref, split="test", label_column=label_column)
     candidate = load_model(candidate_ref, data=data, weights=weights, trust_checkpoint=trust_checkpoint)
     reference = load_model(reference_ref, data=data, trust_checkpoint=trust_checkpoint)
