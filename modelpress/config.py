@@ -209,7 +209,9 @@ def check_fields(config: Any, *, section: str) -> None:
                                  f"got {list(value)}")
             continue
         if not spec.constraint.accepts(value):
-            raise InputError(f"{section}.{key} must be {spec.constraint.describe()}, got {value!r}")
+            custom = getattr(config, "field_message", None)
+            message = custom(key, spec.constraint, value) if custom else None
+            raise InputError(message or f"{section}.{key} must be {spec.constraint.describe()}, got {value!r}")
         if isinstance(spec.constraint, Interval) and spec.constraint.type is int and isinstance(value, float):
             object.__setattr__(config, spec.name, int(value))
 
@@ -230,3 +232,8 @@ class Checked:
 
     def check(self) -> None:
         """Cross-field rules; the default has none."""
+
+    def field_message(self, key: str, constraint: Constraint, value: Any) -> str | None:
+        """The message for a value outside its declared constraint; ``None``: the standard one
+        (``"prune.steps must be an integer in [1, 100], got 0"``). Override to keep a wording users know."""
+        return None

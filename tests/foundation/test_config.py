@@ -66,3 +66,46 @@ def test_interval_descriptions(interval, text):
 def test_mutable_defaults_are_refused():
     with pytest.raises(TypeError, match="immutable"):
         option([1, 2])
+
+
+@pytest.mark.parametrize("constraint, text", [
+    (Interval(float, 0, 1, closed="neither", noun=False), "in (0, 1)"),
+    (Interval(float, 0, noun=False), "≥ 0"),
+    (Interval(int, 0, closed="neither", unit="MiB"), "an integer > 0 (MiB)"),
+    (Options(("onnx", "tensorrt"), text="onnx or tensorrt"), "onnx or tensorrt"),
+])
+def test_wordings_users_already_know(constraint, text):
+    assert constraint.describe() == text
+
+
+@dataclass(frozen=True)
+class Inner(Checked):
+    section = "outer"
+    level: int = option(1, Interval(int, 0, 3), help="A nested knob.")
+
+
+@dataclass(frozen=True)
+class Outer(Checked):
+    section = "outer"
+    sizes: tuple[int, ...] = option((1, 32), Interval(int, 1), help="Sizes.")
+    k: int | None = option(None, Interval(int, 1), label="k (neighbours)", help="k.")
+    mode: str = option("a", Options(("a", "b")), help="Mode.")
+    inner: Inner = option(Inner(), flatten=True, help="Nested.")
+
+    def field_message(self, key, constraint, value):
+        return f"{key} = {value!r} is not allowed" if key == "mode" else None
+
+
+def test_tuple_items_label_nested_and_custom_messages():
+    with pytest.raises(InputError, match=r"^outer.sizes must be integers ≥ 1, got \[1, 0\]$"):
+        Outer(sizes=(1, 0))
+    with pytest.raises(InputError, match=r"^outer.k \(neighbours\) must be an integer ≥ 1, got 0$"):
+        Outer(k=0)
+    with pytest.raises(InputError, match=r"^mode = 'c' is not allowed$"):
+        Outer(mode="c")
+    with pytest.raises(InputError, match=r"^outer.level must be an integer in \[0, 3\], got 4$"):
+        Outer(inner=Inner(level=4))
+    names = [s.name for s in field_specs(Outer)]
+    assert names == ["sizes", "k", "mode", "level"]  # the nested config's keys stand in for it
+    assert [s.name for s in field_specs(Outer, flatten=False)][-1] == "inner"
+    assert next(s for s in field_specs(Outer) if s.name == "sizes").sequence
