@@ -13,7 +13,7 @@ import numpy as np
 
 from ..artifacts import ModelArtifact
 from ..data import Dataset
-from .layer_error import _added, _batches, _db, _result, _Stats
+from .tensor_error import _added, _batches, _db, _result, _Stats
 
 
 # ---- torch -------------------------------------------------------------------------------------------------------
