@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -70,9 +71,9 @@ class Interval:
         return f"{text} ({self.unit})" if self.unit else text
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are Real
             return False
-        if self.type is int and not (isinstance(value, int) or float(value).is_integer()):
+        if self.type is int and not (isinstance(value, numbers.Integral) or float(value).is_integer()):
             return False
         if not math.isfinite(float(value)):
             return False

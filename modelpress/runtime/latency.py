@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from modelpress.config import Checked, Interval, option
 from modelpress.errors import InputError
 
 #: A run is flagged ``unstable`` when its interquartile range exceeds this fraction of the median.
@@ -33,7 +34,7 @@ class Progress(Protocol):
 
 
 @dataclass(frozen=True)
-class LatencyConfig:
+class LatencyConfig(Checked):
     """When to stop warming up and measuring. Times in seconds, counts in calls.
 
     Warm-up ends once ``warmup_min_calls`` calls AND ``warmup_min_s`` seconds are reached. Measurement ends once
@@ -41,25 +42,21 @@ class LatencyConfig:
     not run for hours). The defaults are the quick profile; :meth:`precise` is for numbers you will publish.
     """
 
-    warmup_min_calls: int = 10
-    warmup_min_s: float = 0.2
-    min_calls: int = 100
-    min_s: float = 1.0
-    max_calls: int = 100_000
-    max_s: float = 60.0
+    warmup_min_calls: int = option(10, Interval(int, 0), help="Warm-up calls, at least.")
+    warmup_min_s: float = option(0.2, Interval(float, 0), help="Warm-up seconds, at least.")
+    min_calls: int = option(100, Interval(int, 1), help="Measured calls, at least.")
+    min_s: float = option(1.0, Interval(float, 0), help="Measured seconds, at least.")
+    max_calls: int = option(100_000, Interval(int, 1), help="Stop measuring after this many calls.")
+    max_s: float = option(60.0, Interval(float, 0, closed="neither"), help="Stop measuring after this many seconds.")
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_calls"):
-                lowest = 0 if f.name == "warmup_min_calls" else 1
-                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
-                    raise InputError(f"latency {f.name} = {value!r} is out of range; allowed: an integer >= {lowest}")
-            else:
-                ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-                if not ok or value < 0 or (f.name == "max_s" and value <= 0):
-                    allowed = "a finite number > 0" if f.name == "max_s" else "a finite number >= 0"
-                    raise InputError(f"latency {f.name} = {value!r} is out of range; allowed: {allowed} (seconds)")
+    def field_message(self, key: str, constraint: Any, value: Any) -> str:
+        if constraint.type is int:
+            allowed = f"an integer >= {int(constraint.low)}"
+        else:
+            allowed = f"a finite number {'>' if constraint.closed == 'neither' else '>='} 0 (seconds)"
+        return f"latency {key} = {value!r} is out of range; allowed: {allowed}"
+
+    def check(self) -> None:
         if self.max_calls < self.min_calls:
             raise InputError(
                 f"latency max_calls = {self.max_calls} is out of range; allowed: >= min_calls ({self.min_calls})"
