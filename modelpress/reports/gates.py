@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Checked, Interval, option
 from ..errors import InputError
 from ..metric_schema import gateable
 from .stats import binomial_below, latency_ratio, mcnemar_exact, paired_bootstrap
@@ -86,43 +87,38 @@ class Threshold:
 
 
 @dataclass(frozen=True)
-class GateConfig:
+class GateConfig(Checked):
     """Which gates to check and how strictly; every field is optional. See the module docstring for the keys."""
 
-    max_accuracy_drop: Threshold | None = None
-    max_f1_drop: Threshold | None = None
-    max_auc_drop: Threshold | None = None
-    max_latency_ratio: float | None = None
-    max_size_bytes: int | None = None
-    max_size_ratio: float | None = None
-    min_fidelity: float | None = None
-    alpha: float = 0.05
-    force_latency: bool = False
-    n_boot: int = 2000
-    seed: int = 0
+    max_accuracy_drop: Threshold | None = option(None, help="Largest accuracy drop: points (1.5) or % of baseline.")
+    max_f1_drop: Threshold | None = option(None, help="Largest macro-F1 drop: points or % of baseline.")
+    max_auc_drop: Threshold | None = option(None, help="Largest ROC-AUC drop: points or % of baseline.")
+    max_latency_ratio: float | None = option(None, Interval(float, 0, closed="neither"),
+                                             help="Largest candidate/baseline median latency ratio.")
+    max_size_bytes: int | None = option(None, Interval(int, 0, closed="neither"), help="Largest artifact size.")
+    max_size_ratio: float | None = option(None, Interval(float, 0, closed="neither"),
+                                          help="Largest candidate/baseline size ratio.")
+    min_fidelity: float | None = option(None, help="Smallest top-1 agreement with the baseline: 0.99 or 99%.")
+    alpha: float = option(0.05, Interval(float, 0, 1, closed="neither"), help="Significance level of every test.")
+    force_latency: bool = option(False, help="Gate latency across different CPUs, threads or runtime versions.")
+    n_boot: int = option(2000, Interval(int, 100), help="Bootstrap resamples.")
+    seed: int = option(0, Interval(int, 0), help="Bootstrap seed.")
 
-    def __post_init__(self) -> None:
+    def field_message(self, key: str, constraint: Any, value: Any) -> str:
+        allowed = {"max_latency_ratio": "a number > 0 (e.g. 1.1)", "max_size_ratio": "a number > 0 (e.g. 1.1)",
+                   "max_size_bytes": "an integer > 0 (bytes)", "alpha": "0 < alpha < 1 (e.g. 0.05)"}
+        text = allowed.get(key) or constraint.describe().replace("≥", ">=")
+        return f"{key} = {value!r} is out of range; allowed: {text}"
+
+    def check(self) -> None:
         for key in _DROP_GATES:
             raw = getattr(self, key)
             if raw is not None:
                 object.__setattr__(self, key, Threshold.parse(raw, key=key))
-        for key in ("max_latency_ratio", "max_size_ratio"):
-            value = getattr(self, key)
-            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
-                raise InputError(f"{key} = {value!r} is out of range; allowed: a number > 0 (e.g. 1.1)")
-        size = self.max_size_bytes
-        if size is not None and not (isinstance(size, numbers.Integral) and not isinstance(size, bool) and size > 0):
-            raise InputError(f"max_size_bytes = {size!r} is out of range; allowed: an integer > 0 (bytes)")
         if self.min_fidelity is not None:
             object.__setattr__(self, "min_fidelity", _parse_fraction(self.min_fidelity, key="min_fidelity"))
-        if not (_is_number(self.alpha) and 0.0 < self.alpha < 1.0):
-            raise InputError(f"alpha = {self.alpha!r} is out of range; allowed: 0 < alpha < 1 (e.g. 0.05)")
         if not isinstance(self.force_latency, bool):
             raise InputError(f"force_latency = {self.force_latency!r} should be true or false")
-        for key, lowest in (("n_boot", 100), ("seed", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
-                raise InputError(f"{key} = {value!r} is out of range; allowed: an integer >= {lowest}")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None, *, where: str = "gates") -> GateConfig:
