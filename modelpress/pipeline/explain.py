@@ -22,6 +22,7 @@ from ..evaluate.evaluator import EvalConfig, EvalResult, evaluate
 from ..reports import new_report, write_report
 from ..reports.html import write_html
 from ..sources import load_model
+from .record import stage_result
 
 _LATENCY_KEYS = ("backend", "batch_size", "threads", "n", "median_ms", "p90_ms", "iqr_ms", "unstable",
                  "cold_start_ms")
@@ -65,6 +66,7 @@ def run_explain(candidate_ref: str, reference_ref: str, data_ref: str, *, out_di
 
 def _stage(name: str, kind: str, params: dict[str, Any], artifact: ModelArtifact, result: EvalResult, out_dir: Path,
            latency: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": name, "kind": kind, "params": params, "notes": list(result.notes),
-            "artifact": artifact.describe(relative_to=out_dir), **result.as_stage_fields(), "latency": latency,
-            "gates": []}
+    """The report entry, with the latency rows explain measured on its own batch instead of the evaluator's."""
+    entry = stage_result(name, kind, params, artifact, result, out_dir=out_dir, notes=[])
+    entry["latency"] = latency
+    return entry

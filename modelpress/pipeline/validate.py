@@ -211,8 +211,7 @@ class _Checker:
         constraint = spec.constraint
         if constraint is None or value is None:
             return value
-        items = list(enumerate(value)) if isinstance(value, (list, tuple)) and _is_sequence(spec.annotation) else [
-            (None, value)]
+        items = list(enumerate(value)) if spec.sequence and isinstance(value, (list, tuple)) else [(None, value)]
         for index, item in items:
             if not constraint.accepts(item):
                 where = path if index is None else (*path, index)
@@ -336,13 +335,6 @@ def _text(ref: Reference, text: str) -> str:
     return text if ref.text == text else str(ref)
 
 
-def _is_sequence(annotation: Any) -> bool:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
-        annotation = args[0]
-    return typing.get_origin(annotation) in (tuple, list)
-
-
 _LABELS = {bool: ("true or false", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
            str: ("a string", "strings")}
 
@@ -404,7 +396,7 @@ def _coerce(value: Any, hint: Any, path: Path_, loc: Located, *, nonempty: bool 
 
 def _without_key_prefix(message: str, key: str) -> str:
     """``evaluate.knn (k) must be ...`` → ``must be ...``: the located error already names the key path."""
-    return re.sub(rf"^[\w.]*\b{re.escape(key)}(\s*\([^)]*\))?:?\s+(?=\S)", "", message, count=1)
+    return re.sub(rf"^\w[\w.]*\.{re.escape(key)}(\s*\([^)]*\))?:?\s+(?=\S)", "", message, count=1)
 
 
 def _named_key(message: str, params: dict[str, Any]) -> str | None:

@@ -107,7 +107,7 @@ def test_tensorboard_true_writes_into_the_run_folder(breadth_run):
 @pytest.mark.parametrize(("evaluate", "message"), [
     ("knn: 0", "evaluate.knn: must be an integer ≥ 1, got 0"),
     ("knn_folds: 1", "evaluate.knn_folds: must be an integer ≥ 2, got 1"),
-    ("noise: [0.5, -1]", "≥ 0, got -1"),
+    ("noise: [0.5, -1]", "evaluate.noise: noise level (sigma) must be a finite number ≥ 0, got -1.0"),
     ("noise: 0.5", "evaluate.noise: expected a list of numbers, got 0.5"),
     ("token_noise: shuffle", "evaluate.token_noise: must be one of replace, dropout, got 'shuffle'"),
     ("memory: 1", "evaluate.memory: expected true or false"),
