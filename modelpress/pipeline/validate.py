@@ -194,7 +194,7 @@ class _Checker:
         """The fields of ``cls`` given in ``doc``, type- and constraint-checked at their own line. Keys in ``extra``
         are left to the caller; fields in ``skip`` are not YAML keys. ``label`` prefixes constraint messages."""
         specs = {s.name: s for s in field_specs(cls) if s.name not in set(skip)}
-        allowed = [*specs, *extra]
+        allowed = list(dict.fromkeys([*specs, *extra]))
         values: dict[str, Any] = {}
         for key, value in doc.items():
             if key in extra:
