@@ -370,13 +370,109 @@ def minilm_saturation(onnx_dir: str, n: int) -> None:
         print(f"| {name} | {cos.min():.4f} | {cos.mean():.4f} |")
 
 
+def _equalized(fp32: ModelArtifact, work: Path, name: str, calibration: Dataset, *, cle: bool, bias: bool,
+               per_channel: bool, reduce_range: bool) -> tuple[ModelArtifact, str]:
+    """A copy of the FP32 ONNX model with cross-layer equalization and/or bias correction (compress/equalize.py)."""
+    import onnx
+
+    from modelpress.compress.equalize import correct_biases, cross_layer_equalize
+
+    model = onnx.load(str(fp32.path))
+    parts = []
+    if cle:
+        r = cross_layer_equalize(model, clip="channel")
+        parts.append(f"CLE {r.pairs} pairs, {r.iterations} iterations, {r.clips_to_relu} ReLU6 with per-channel bounds")
+    if bias:
+        n = correct_biases(model, (b for b, _ in calibration.batches(8)), per_channel=per_channel,
+                           reduce_range=reduce_range)
+        parts.append(f"bias correction on {n} convs")
+    folder = work / f"eq-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    return fp32.evolve(path=folder / "model.onnx", metadata={}), "; ".join(parts)
+
+
+def imagenet_cnn(rounds: int, chunk_s: float, n_calibration: int, n_eval: int, batches: tuple[int, ...],
+                 threads: int) -> None:
+    """Pretrained EfficientNet-Lite1 at 224×224 on crops of sklearn's sample photos: static INT8 per setting, with
+    and without cross-layer equalization (CLE) and bias correction (BC); mean / min logit cosine and top-1 agreement
+    with FP32 on this CPU's kernels; speed vs ORT FP32 in interleaved rounds."""
+    from modelpress.runtime.target import detect_host
+    from modelpress.zoo.photos import PHOTOS, sample_photos
+
+    names = tuple(str(i) for i in range(1000))
+    x_cal, _ = sample_photos(n_calibration, seed=0)
+    x_eval, _ = sample_photos(n_eval, seed=1)
+    calibration = Dataset({"input": x_cal}, np.zeros(n_calibration, dtype=np.int64), names, "photos seed 0")
+    test = Dataset({"input": x_eval}, np.zeros(n_eval, dtype=np.int64), names, "photos seed 1")
+    wl = Workload(f"EfficientNet-Lite1 (pretrained, 224×224, {'/'.join(PHOTOS)} crops: {n_calibration} "
+                  f"calibration, {n_eval} eval)", calibration, test, batches)
+    work = Path(tempfile.mkdtemp(prefix="mp-bench-imagenet-"))
+    torch_fp32 = load_model("zoo:efficientnet_lite1?pretrained=1", data=test)
+    fp32 = _stage(torch_fp32, ExportConfig(verify_samples=4), work, wl, "export", threads)
+    host = detect_host().name
+    rows: list[tuple[str, ModelArtifact]] = [(BASELINE, fp32),
+                                             ("peer quantize_static (defaults: S8S8, per-tensor)",
+                                              _peer(fp32, "static", work, wl)),
+                                             ("peer quantize_dynamic (defaults)", _peer(fp32, "dynamic", work, wl))]
+    settings = [  # (label, per_channel, reduce_range, CLE, BC)
+        ("expert: U8S8 per-channel 8-bit (x86-vnni default)", True, False, False, False),
+        ("U8S8 per-channel 8-bit + BC", True, False, False, True),
+        ("U8S8 per-channel 8-bit + CLE + BC", True, False, True, True),
+        ("expert: U8S8 per-channel 7-bit (x86-avx2 default)", True, True, False, False),
+        ("U8S8 per-channel 7-bit + BC", True, True, False, True),
+        ("U8S8 per-channel 7-bit + CLE + BC", True, True, True, True),
+        ("U8S8 per-tensor 8-bit", False, False, False, False),
+        ("U8S8 per-tensor 8-bit + CLE", False, False, True, False),
+        ("U8S8 per-tensor 8-bit + CLE + BC", False, False, True, True),
+        ("U8S8 per-tensor 7-bit", False, True, False, False),
+        ("U8S8 per-tensor 7-bit + CLE + BC", False, True, True, True),
+    ]
+    for k, (label, per_channel, reduce_range, cle, bias) in enumerate(settings):
+        source = fp32
+        if cle or bias:
+            source, what = _equalized(fp32, work, str(k), calibration, cle=cle, bias=bias, per_channel=per_channel,
+                                      reduce_range=reduce_range)
+            wl.notes.append(f"{label}: {what}")
+        config = QuantizeConfig(mode="static", calibrate="minmax", per_channel=per_channel, reduce_range=reduce_range,
+                                weight_type="int8", activation_type="uint8", guard=False)
+        rows.append((label, _stage(source, config, work, wl, f"q{k}", threads)))
+    wl.rows = [Row(name, artifact, _size(artifact)) for name, artifact in rows]
+    reference = predict(fp32, test, threads=threads, batch_size=8)
+    print(f"\n#### {wl.name}: quality on this CPU's kernels ({host}); 7-bit rows are also the x86-avx2 kernels' "
+          "outputs (no u8×s8 pair can saturate int16 with 7-bit weights)\n")
+    print("| row | mean logit cosine | min logit cosine | top-1 agreement |")
+    print("|---|---|---|---|")
+    for row in wl.rows:
+        logits = predict(row.artifact, test, threads=threads, batch_size=8).astype(np.float64)
+        cos = (logits * reference).sum(1) / (np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1))
+        top1 = float((logits.argmax(1) == reference.argmax(1)).mean())
+        row.metrics = {"accuracy": float("nan"), "f1_macro": float("nan"), "cosine": float(cos.mean()),
+                       "top1": top1}
+        print(f"| {row.name} | {cos.mean():.4f} | {cos.min():.4f} | {top1:.3f} |", flush=True)
+    for batch in batches:
+        measure_speed(wl, batch, threads, rounds, chunk_s)
+        base = np.concatenate(next(r for r in wl.rows if r.name == BASELINE).samples[(batch, threads)])
+        print(f"\n#### {wl.name}: speed on this CPU ({host}), batch {batch}, {threads} thread"
+              f"{'s' if threads > 1 else ''}, {rounds} interleaved rounds\n")
+        print("| row | median ms | speed-up vs ORT FP32 [95% CI] | size MB |")
+        print("|---|---|---|---|")
+        for row in wl.rows:
+            s = np.concatenate(row.samples[(batch, threads)])
+            sp = speedup_ratio(base, s)
+            print(f"| {row.name} | {np.median(s):.2f} | {sp['ratio']:.2f}× [{sp['ci_low']:.2f}, {sp['ci_high']:.2f}] "
+                  f"| {row.size_bytes / 1e6:.2f} |", flush=True)
+    print("\n" + "\n".join(f"- {n}" for n in wl.notes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Fewer rows, batches, samples and rounds (~5 min).")
     parser.add_argument("--threads", type=int, nargs="+", help="Thread counts (default 1 2; quick: 1).")
     parser.add_argument("--rounds", type=int, help="Interleaved timing rounds per row (default 6; quick: 3).")
     parser.add_argument("--chunk-s", type=float, default=1.0, help="Seconds per row per round.")
-    parser.add_argument("--workload", choices=["minilm", "cnn", "all", "saturation", "minilm-saturation"],
+    parser.add_argument("--workload", choices=["minilm", "cnn", "all", "saturation", "minilm-saturation",
+                                               "imagenet-cnn"],
                         default="all")
     parser.add_argument("--onnx", help="saturation: an exported FP32 ONNX artifact folder (default: train zoo:cnn).")
     parser.add_argument("--profile", action="store_true", help="Print onnxruntime kernel time per op type.")
@@ -399,6 +495,10 @@ def main() -> None:
           f"rounds {rounds} × {args.chunk_s:g} s per row · quick={args.quick}")
     if args.workload == "saturation":
         saturation(args.onnx, rounds, args.chunk_s)
+        return
+    if args.workload == "imagenet-cnn":
+        imagenet_cnn(rounds, args.chunk_s, 16 if args.quick else 64, 16 if args.quick else 64,
+                     (1,) if args.quick else (1, 8), threads_list[0])
         return
     if args.workload == "minilm-saturation":
         minilm_saturation(args.onnx, 64 if args.quick else 200)
