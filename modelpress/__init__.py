@@ -7,6 +7,10 @@ from .data import Dataset, load_data
 from .errors import BackendUnavailable, GateFailed, InputError, ModelpressError
 from .sources import load_model
 
+# diagnose/ registers the analyses the quantize stage asks for (runtime/analyses.py): imported here, once, so they
+# exist whatever a process imports first (compress/ may not import its sibling)
+from . import diagnose  # noqa: F401,E402
+
 __all__ = [
     "BackendUnavailable",
     "Dataset",

@@ -6,13 +6,8 @@ sizes, so the dynamic batch axis is exercised) and fails with exit 1 when output
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import io
-import logging
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,10 +16,10 @@ from ..artifacts import ModelArtifact
 from ..config import Checked, Interval, Options, option
 from ..data import Dataset
 from ..errors import BackendUnavailable, GateFailed, InputError
+from ..runtime.onnx_export import EXPORTERS, export_torch_onnx, verify_torch_onnx
 from .registry import StageConfig, StageContext, register_stage
 from .tensorrt import TensorRTConfig
 
-EXPORTERS = ("dynamo", "torchscript")
 _TRT_FIELDS = tuple(f.name for f in dataclasses.fields(TensorRTConfig))
 
 
@@ -133,106 +128,15 @@ def onnx_for_export(artifact: ModelArtifact, config: ExportConfig, ctx: StageCon
     return onnx_artifact
 
 
-def _dynamic_dims(artifact: ModelArtifact, dynamic_batch: bool) -> dict[str, list[int]]:
-    dims: dict[str, list[int]] = {}
-    for spec in artifact.inputs:
-        axes = [i for i, d in enumerate(spec.shape) if d is None and (i > 0 or dynamic_batch)]
-        dims[spec.name] = axes
-    return dims
-
-
-STATIC_BATCH = 1  # --static-batch fixes the batch axis here: one request at a time, the usual fixed-shape server
-
-
-def _example_inputs(artifact: ModelArtifact, batch: int = 2) -> tuple[Any, ...]:
-    import torch
-
-    tensors = []
-    for spec in artifact.inputs:
-        shape = [batch if i == 0 else (d or 8) for i, d in enumerate(spec.shape)]
-        dtype = getattr(torch, spec.dtype)
-        tensors.append(torch.ones(shape, dtype=dtype) if not dtype.is_floating_point else torch.randn(shape))
-    return tuple(tensors)
-
-
-@contextlib.contextmanager
-def _quiet_torch_onnx_logs() -> Any:
-    """The dynamo exporter logs a warning per missing torchvision op; they say nothing about the user's model."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def export_onnx(artifact: ModelArtifact, path: Path, *, config: ExportConfig) -> ModelArtifact:
-    """Write ``path`` atomically (export to a temp name in the same folder, check, then rename)."""
-    import onnx
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    module = artifact.module.eval()
-    names = [s.name for s in artifact.inputs]
-    dyn = _dynamic_dims(artifact, config.dynamic_batch)
-    kwargs: dict[str, Any] = {"input_names": names, "output_names": ["logits"], "opset_version": int(config.opset)}
-    if config.exporter == "dynamo":
-        batch = torch.export.Dim("batch", min=1)
-        seq = torch.export.Dim("seq", min=1)
-        kwargs["dynamic_shapes"] = tuple({a: (batch if a == 0 else seq) for a in dyn[n]} or None for n in names)
-        kwargs["dynamo"] = True
-        kwargs["external_data"] = False
-    else:
-        axes = {n: {a: ("batch" if a == 0 else f"dim{a}") for a in dyn[n]} for n in names}
-        axes["logits"] = {0: "batch"} if config.dynamic_batch else {}
-        kwargs["dynamic_axes"] = axes
-        kwargs["dynamo"] = False
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_onnx_logs():
-            warnings.simplefilter("ignore")
-            example = _example_inputs(artifact, 2 if config.dynamic_batch else STATIC_BATCH)
-            torch.onnx.export(module, example, str(tmp), **kwargs)
-        model = onnx.load(str(tmp))
-        onnx.checker.check_model(model, full_check=True)
-        os.replace(tmp, path)
-    except (InputError, GateFailed):
-        raise
-    except Exception as exc:
-        raise InputError(
-            f"ONNX export of {artifact.source} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-            hint=f"try exporter: {'torchscript' if config.exporter == 'dynamo' else 'dynamo'}",
-        ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (tmp.parent / (tmp.name + ".data")).unlink()
-    return artifact.evolve(format="onnx", module=None, path=path,
-                           metadata={**artifact.metadata, "opset": int(config.opset), "exporter": config.exporter})
+    """Write ``path`` atomically with the config's opset, exporter and batch axis (see
+    :func:`~modelpress.runtime.onnx_export.export_torch_onnx`)."""
+    return export_torch_onnx(artifact, path, opset=int(config.opset), exporter=config.exporter,
+                             dynamic_batch=config.dynamic_batch)
 
 
 def verify_onnx(reference: ModelArtifact, candidate: ModelArtifact, data: Dataset, *, config: ExportConfig,
                 threads: int = 1) -> dict[str, Any]:
     """Compare torch and onnxruntime outputs at batch sizes 1, an odd size and the full sample."""
-    from ..runtime.compare import compare_batches
-    from ..runtime.sessions import make_runner
-
-    n = min(len(data), config.verify_samples)
-    sample = data.subset(slice(0, n))
-    torch_run = make_runner(reference, "torch", threads=threads)
-    ort_run = make_runner(candidate, "onnxruntime", threads=threads)
-    # a static batch axis is fixed at the exported example's size: only that size is valid input
-    sizes = sorted({1, min(n, 7), n}) if config.dynamic_batch else [STATIC_BATCH]
-    pairs = []
-    for size in sizes:
-        for batch, _ in sample.batches(size):
-            want, got = torch_run(batch), ort_run(batch)
-            if want.shape != got.shape:
-                raise GateFailed(f"ONNX output shape {got.shape} differs from torch {want.shape} at batch {size}")
-            pairs.append((want, got))
-    check = compare_batches(pairs, rtol=config.rtol)
-    return {"passed": check.within(config.atol), "max_abs_diff": check.max_abs_diff,
-            "max_rel_diff": check.max_rel_diff, "top1_agreement": check.top1_agreement, "n_samples": n,
-            "batch_sizes": sizes, "atol": config.atol, "rtol": config.rtol}
+    return verify_torch_onnx(reference, candidate, data, samples=config.verify_samples,
+                             dynamic_batch=config.dynamic_batch, atol=config.atol, rtol=config.rtol, threads=threads)

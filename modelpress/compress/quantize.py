@@ -255,9 +255,9 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
 # ---- diagnostics hook (modelpress.diagnose): explain: true, sensitivity: layer_error ----------------------------
 def _explain_hook(result: ModelArtifact, reference: ModelArtifact, config: QuantizeConfig, ctx: StageContext, *,
                   build: Any = None, base_exclude: list[str] | None = None, tmp: Path | None = None) -> ModelArtifact:
-    from ..diagnose.hooks import explain_quantized
+    from ..runtime.analyses import ANALYSES, EXPLAIN_QUANTIZED  # filled by modelpress.diagnose
 
-    return explain_quantized(result, reference, ctx.eval or ctx.calibration or ctx.train, threads=ctx.threads,
+    return ANALYSES.get(EXPLAIN_QUANTIZED)(result, reference, ctx.eval or ctx.calibration or ctx.train, threads=ctx.threads,
                              notes=ctx.notes, build=build, base_exclude=base_exclude, work_dir=tmp)
 
 
@@ -458,8 +458,10 @@ def _guard(fp32: Path, quantized: Path, artifact: ModelArtifact, config: Quantiz
     if data is None:
         ctx.notes.append("quantized outputs were not checked (no data given): the guard needs --data")
         return None
-    reference = qo.run_outputs(fp32, data, threads=ctx.threads)
-    got = qo.run_outputs(quantized, data, threads=ctx.threads)
+    from ..runtime.compare import run_outputs
+
+    reference = run_outputs(fp32, data, threads=ctx.threads)
+    got = run_outputs(quantized, data, threads=ctx.threads)
     bad = ~np.isfinite(got)
     if bad.any():
         rows = int(bad.reshape(len(got), -1).any(axis=1).sum())
@@ -488,15 +490,16 @@ def _verdict(record: dict[str, Any], reference: np.ndarray, got: np.ndarray, jud
              data: Dataset, artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext, target: Target,
              host: Target) -> dict[str, Any]:
     """Fill ``record`` with fidelity and metric of ``judged`` against ``reference``; refuse a collapse."""
-    from ..runtime.metrics import classification_metrics, fidelity
+    from ..runtime.compare import compare_outputs
+    from ..runtime.metrics import classification_metrics
 
     n_classes = artifact.n_classes
     width = reference.shape[1] if reference.ndim == 2 else 1
     if n_classes and reference.shape == got.shape and width in (n_classes, 1):
         for name, values in (("", got), ("judged_", judged)):
-            fid = fidelity(reference, values, n_classes=n_classes)
-            record.update({f"{name}{k}": fid[k] for k in ("top1_agreement", "max_abs_diff", "mean_abs_diff",
-                                                           "mean_kl") if not name or k == "top1_agreement"})
+            check = compare_outputs(reference, values, n_classes=n_classes).as_dict()
+            record.update({f"{name}{k}": check[k] for k in ("top1_agreement", "max_abs_diff", "mean_abs_diff",
+                                                             "mean_kl") if not name or k == "top1_agreement"})
         if data.y is not None:
             metric = config.accuracy_metric
             ref_score = float(classification_metrics(data.y, reference, n_classes=n_classes)[metric])
@@ -504,9 +507,8 @@ def _verdict(record: dict[str, Any], reference: np.ndarray, got: np.ndarray, jud
             record.update(metric=metric, fp32_metric=ref_score, metric_value=score,
                           relative_drop=relative_drop(ref_score, score))
     else:  # not a classifier's logits (embeddings, regression): cosine per sample is the fidelity
-        a, b = reference.reshape(len(reference), -1), judged.reshape(len(judged), -1)
-        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-        record.update(min_cosine=float(cos.min()), mean_cosine=float(cos.mean()),
+        check = compare_outputs(reference.reshape(len(reference), -1), judged.reshape(len(judged), -1))
+        record.update(min_cosine=check.min_cosine, mean_cosine=check.mean_cosine,
                       max_abs_diff=float(np.abs(reference - got).max()))
     record["judged_on"] = judged_on
     failures = []
@@ -546,14 +548,14 @@ def _torch_guard(artifact: ModelArtifact, result: ModelArtifact, config: Quantiz
                  target: Target, host: Target) -> dict[str, Any] | None:
     """The guard for ``--engine torch``: torch.ao's int8 kernels (fbgemm/x86; on CPUs without VNNI they add u8×s8
     pairs in int16 too, PyTorch issue 103646) against the float module, on this host only (no emulation)."""
-    from ..evaluate.evaluator import predict
+    from ..runtime.compare import run_outputs
 
     data = ctx.eval or ctx.calibration or ctx.train
     if data is None:
         ctx.notes.append("quantized outputs were not checked (no data given): the guard needs --data")
         return None
-    reference = np.asarray(predict(artifact, data), dtype=np.float64).reshape(len(data), -1)
-    got = np.asarray(predict(result, data), dtype=np.float64).reshape(len(data), -1)
+    reference = run_outputs(artifact, data, threads=1, batch_size=256)
+    got = run_outputs(result, data, threads=1, batch_size=256)
     record: dict[str, Any] = {"n_samples": len(data), "non_finite": int((~np.isfinite(got)).sum()),
                               "kernels": f"torch {config.torch_engine} on {host.name}" + (
                                   "" if target.kernels_match(host) else f" only, not {target.name}'s"),

@@ -27,6 +27,7 @@ import numpy as np
 from .. import progress
 from ..data import Dataset
 from ..errors import GateFailed
+from ..runtime.compare import run_outputs
 from ..runtime.metrics import classification_metrics, fidelity
 
 Build = Callable[[list[str], Path], Path]
@@ -166,7 +167,7 @@ def accuracy_search(fp32: Path, build: Build, model: Any, chosen: dict[str, str]
             weight_bytes[node.name] = int(numpy_helper.to_array(inits[weight]).nbytes) if weight in inits else 0
 
     def run(path: Path) -> np.ndarray:
-        return qo.run_outputs(path, data, threads=ctx.threads)
+        return run_outputs(path, data, threads=ctx.threads)
 
     search = AccuracySearch(build=build, run=run, data=data, n_classes=artifact.n_classes,
                             reference_logits=run(fp32), tolerance=float(config.accuracy_tolerance or 0.0),
@@ -175,9 +176,9 @@ def accuracy_search(fp32: Path, build: Build, model: Any, chosen: dict[str, str]
     candidates = {n: op for n, op in chosen.items() if n not in base_exclude}
     rank = None
     if getattr(config, "sensitivity", "leave_one_out") == "layer_error":  # diagnostics: one pass over tensors
-        from ..diagnose.hooks import layer_error_rank
+        from ..runtime.analyses import ANALYSES, LAYER_ERROR_RANK  # filled by modelpress.diagnose
 
-        rank = layer_error_rank(fp32, data, threads=ctx.threads)
+        rank = ANALYSES.get(LAYER_ERROR_RANK)(fp32, data, threads=ctx.threads)
     result = search.search(candidates, base_exclude, rank=rank)
     s = result.summary
     ctx.notes.append(

@@ -22,8 +22,6 @@ README "Quantization"):
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import os
 import tempfile
 from collections import Counter
@@ -35,6 +33,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..errors import InputError
+from ..runtime.onnx_graph import convert_fp16, drop_cast_round_trips, load, quiet, save  # noqa: F401
 from .quantize_targets import DYNAMIC_OPS, STATIC_OPS  # noqa: F401  (re-exported: the per-mode default op sets)
 
 #: Ops that hold weights worth quantizing (the ones reports count as "quantized" or "kept FP32").
@@ -46,32 +45,6 @@ INTEGER_OPS = {"MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul", "Ma
                "QAttention": "Attention", "DynamicQuantizeLSTM": "LSTM", "QEmbedLayerNormalization":
                "EmbedLayerNormalization"}
 _QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """onnxruntime.quantization logs and prints advice on every call; keep it out of the user's terminal."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)
-
-
-def load(path: Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path))
-
-
-def save(model: Any, path: Path) -> Path:
-    """Atomic save (temp file in the same folder, then rename)."""
-    from ..io import write_bytes
-
-    write_bytes(path, model.SerializeToString())
-    return path
 
 
 # ---- preparation ---------------------------------------------------------------------------------------------
@@ -421,62 +394,6 @@ def fp16_overflows(path: Path, data: Dataset, *, threads: int, batch_size: int =
     return sorted(found, key=lambda f: -f["max_abs"])
 
 
-def convert_fp16(src: Path, dst: Path, *, keep_io_fp32: bool, exclude: list[str]) -> Path:
-    """Float16 weights and compute via onnxruntime.transformers' float16 converter (onnxconverter-common's code)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = load(src)
-    with quiet():
-        converted = convert_float_to_float16(model, keep_io_types=keep_io_fp32, node_block_list=list(exclude) or None)
-    drop_cast_round_trips(converted)
-    return save(converted, dst)
-
-
-def drop_cast_round_trips(model: Any) -> int:
-    """Remove FP32 → FP16 → FP32 Cast pairs (the converter puts one between two nodes it kept in FP32).
-
-    Such a pair is not a no-op: it rounds to float16 and turns anything above 65504 into inf, which is exactly
-    what keeping those nodes in FP32 was meant to avoid. Returns how many pairs were removed.
-    """
-    from onnx import TensorProto, helper
-
-    def cast_to(node: Any) -> int | None:
-        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
-
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in model.graph.output}
-    removed: set[int] = set()
-    rename: dict[str, str] = {}
-    for node in model.graph.node:
-        if node.op_type != "Cast" or cast_to(node) != TensorProto.FLOAT16 or node.output[0] in outputs:
-            continue
-        users = consumers.get(node.output[0], [])
-        if not users or any(u.op_type != "Cast" or cast_to(u) != TensorProto.FLOAT or u.output[0] in outputs
-                            for u in users):
-            continue
-        removed.add(id(node))
-        for user in users:
-            removed.add(id(user))
-            rename[user.output[0]] = node.input[0]
-    if not rename:
-        return 0
-    kept = [n for n in model.graph.node if id(n) not in removed]
-    for node in kept:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    live = {o for n in kept for o in n.output}
-    stale = [v for v in model.graph.value_info if v.name not in live]
-    for value in stale:
-        model.graph.value_info.remove(value)
-    return len(rename)
-
-
 def session(path: Path, threads: int) -> Any:
     from ..runtime.sessions import ort_session
 
@@ -490,17 +407,6 @@ def feeds(model_or_names: Any, data: Dataset, *, batch_size: int) -> Iterator[di
     for batch, _ in data.batches(batch_size):
         yield ({names[0]: next(iter(batch.values()))} if len(names) == 1 and len(batch) == 1
                else {n: batch[n] for n in names})
-
-
-def run_outputs(path: Path, data: Dataset, *, threads: int, batch_size: int = 64) -> np.ndarray:
-    """First output of the model for every sample, float64, in order."""
-    sess = session(path, threads)
-    output = sess.get_outputs()[0].name
-    outs = []
-    for feed in feeds([i.name for i in sess.get_inputs()], data, batch_size=batch_size):
-        rows = len(next(iter(feed.values())))
-        outs.append(np.asarray(sess.run([output], feed)[0], dtype=np.float64).reshape(rows, -1))
-    return np.concatenate(outs)
 
 
 def file_size(path: Path) -> int:

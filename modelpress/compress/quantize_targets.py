@@ -32,15 +32,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..runtime.target import TARGETS, Target
-
-#: Ops quantized per mode when the user names none (``--op-types``). Dynamic: no Conv, since ConvInteger has no
-#: fast CPU kernel (CNNs take static mode); static: compute ops plus the data-movement ops around them so that
-#: the QDQ pairs between them fold away.
-DYNAMIC_OPS = ("MatMul", "Gather", "Attention", "LSTM", "EmbedLayerNormalization")
-STATIC_OPS = ("Conv", "MatMul", "Gemm", "Gather", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip",
-              "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Pad", "Resize", "Slice")
-
+from ..runtime.target import DYNAMIC_OPS, STATIC_OPS, TARGETS, Target  # noqa: F401 (op sets re-exported)
 
 @dataclass(frozen=True)
 class TargetDefaults:

@@ -123,10 +123,10 @@ def explain(candidate: ModelArtifact, reference: ModelArtifact, data: Dataset, *
             graph = {**qdq_analysis(model, cand_prof), **_weights_info(model)}
             context.setdefault("mode", _mode_of(graph))
             if context["mode"] in ("dynamic", "static"):
-                from ..compress import quantize_onnx as qo
+                from ..runtime.target import DYNAMIC_OPS, STATIC_OPS
 
-                context.setdefault("default_op_types", list(qo.DYNAMIC_OPS if context["mode"] == "dynamic"
-                                                            else qo.STATIC_OPS))
+                context.setdefault("default_op_types", list(DYNAMIC_OPS if context["mode"] == "dynamic"
+                                                            else STATIC_OPS))
         kernels = None
         if errors is not None and candidate.format == "onnx" and context.get("mode") in ("dynamic", "static"):
             from ..runtime.target import TARGETS
@@ -194,14 +194,16 @@ def _graph_reference(candidate: ModelArtifact, reference: ModelArtifact, data: D
     """
     if not (candidate.format == "onnx" and reference.format == "torch"):
         return reference
-    from ..compress import quantize_onnx as qo
-    from ..compress.export import ExportConfig, export_onnx, verify_onnx
+    from ..runtime.onnx_export import export_torch_onnx, verify_torch_onnx
+    from ..runtime.onnx_graph import quiet
 
     exporter = str((candidate.metadata.get("quantization") or {}).get("exporter") or "dynamo")
-    config = ExportConfig(exporter=exporter, verify_samples=16)
-    with qo.quiet():  # the exporter logs warnings about optional packages (torchvision) on every call
-        exported = export_onnx(reference, tmp / "reference.onnx", config=config)
-    check = verify_onnx(reference, exported, data, config=config, threads=threads)
+    with quiet():  # the exporter logs warnings about optional packages (torchvision) on every call
+        exported = export_torch_onnx(reference, tmp / "reference.onnx", opset=18, exporter=exporter,
+                                     dynamic_batch=True)
+    # the export stage's defaults (opset 18, dynamic batch, atol = rtol = 1e-4) on 16 samples
+    check = verify_torch_onnx(reference, exported, data, samples=16, dynamic_batch=True, atol=1e-4, rtol=1e-4,
+                              threads=threads)
     if not check["passed"]:
         raise GateFailed(f"the ONNX export of the reference differs from torch: max abs diff "
                          f"{check['max_abs_diff']:.3g} on {check['n_samples']} samples",
@@ -214,10 +216,10 @@ def _fp16_copy(reference: ModelArtifact, tmp: Path, notes: list[str]) -> ModelAr
     if reference.format != "onnx":
         notes.append("no FP16 baseline: it is made from an ONNX reference")
         return None
-    from ..compress import quantize_onnx as qo
+    from ..runtime.onnx_graph import convert_fp16
 
     try:
-        path = qo.convert_fp16(Path(reference.path), tmp / "reference-fp16.onnx", keep_io_fp32=True, exclude=[])
+        path = convert_fp16(Path(reference.path), tmp / "reference-fp16.onnx", keep_io_fp32=True, exclude=[])
     except Exception as exc:  # the converter raises plain Exceptions on graphs it cannot handle
         notes.append(f"no FP16 baseline: float16 conversion failed ({type(exc).__name__}: {str(exc)[:120]})")
         return None

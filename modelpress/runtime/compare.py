@@ -20,7 +20,6 @@ import numpy as np
 from ..artifacts import ModelArtifact
 from ..data import Dataset
 from ..errors import InputError
-from .metrics import KL_EPS, to_probabilities
 
 #: SQNR of identical outputs (no noise) and the cap of any measured one, in dB: a finite number for JSON and plots.
 SQNR_CAP_DB = 150.0
@@ -83,6 +82,8 @@ def compare_outputs(reference: Any, candidate: Any, *, n_classes: int | None = N
     Raises:
         InputError: shapes differ, no rows, or a non-finite reference.
     """
+    from .metrics import KL_EPS, to_probabilities  # scikit-learn (~1 s to import) only when outputs are compared
+
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape:

@@ -75,6 +75,13 @@ TARGETS: dict[str, Target] = {
 }
 TARGET_NAMES: tuple[str, ...] = ("auto", *TARGETS)
 
+#: Ops quantized per mode when the user names none (``--op-types``). Dynamic: no Conv, since ConvInteger has no
+#: fast CPU kernel (CNNs take static mode); static: compute ops plus the data-movement ops around them so that
+#: the QDQ pairs between them fold away. Here (not in compress/) because ``explain`` reports them too.
+DYNAMIC_OPS = ("MatMul", "Gather", "Attention", "LSTM", "EmbedLayerNormalization")
+STATIC_OPS = ("Conv", "MatMul", "Gemm", "Gather", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip",
+              "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Pad", "Resize", "Slice")
+
 
 def _read_cpuinfo_flags() -> set[str]:
     try:

@@ -1,4 +1,5 @@
-"""The quantize stage's two uses of diagnostics, kept here so the stage only calls in.
+"""The two analyses the quantize stage asks for by name (registered in
+:data:`modelpress.runtime.analyses.ANALYSES` by this package's ``__init__``; the stage never imports diagnose/).
 
 * ``explain: true`` — :func:`explain_quantized` explains the quantized model against the FP32 model it came from,
   on the run's evaluation data, puts the result in ``artifact.metadata["explain"]`` (the report's stage key
@@ -15,10 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..artifacts import ModelArtifact
 from ..data import Dataset
+from ..runtime.compare import compare_outputs, run_outputs
 from .explain import ExplainConfig, explain
 from .layer_error import onnx_layer_errors, sensitivity_ranking
 
@@ -71,22 +71,17 @@ def explain_quantized(result: ModelArtifact, reference: ModelArtifact, data: Dat
 def _measure(nodes: list[str], build: Callable[[list[str], Path], Path], base_exclude: list[str],
              reference: ModelArtifact, result: ModelArtifact, data: Dataset, *, threads: int,
              work_dir: Path) -> dict[str, Any]:
-    from ..compress import quantize_onnx as qo
-    from ..runtime.metrics import fidelity
-
     subset = data.subset(slice(0, min(len(data), RANK_SAMPLES)))
     rebuilt = build(sorted(set(base_exclude) | set(nodes)), work_dir / "explain-recommended.onnx")
     try:
-        ref = qo.run_outputs(Path(reference.path), subset, threads=threads)
-        before = qo.run_outputs(Path(result.path), subset, threads=threads)
-        after = qo.run_outputs(rebuilt, subset, threads=threads)
+        ref = run_outputs(Path(reference.path), subset, threads=threads)
+        before = run_outputs(Path(result.path), subset, threads=threads)
+        after = run_outputs(rebuilt, subset, threads=threads)
     finally:
         rebuilt.unlink(missing_ok=True)
     out: dict[str, Any] = {"n_samples": len(subset), "excluded": nodes}
     for label, got in (("before", before), ("after", after)):
-        fid = fidelity(ref, got, n_classes=result.n_classes)
-        noise = float(np.sum((got - ref) ** 2))
-        out[f"top1_agreement_{label}"] = fid["top1_agreement"]
-        out[f"output_sqnr_db_{label}"] = 150.0 if noise == 0 else float(
-            min(150.0, 10 * np.log10(max(float(np.sum(ref ** 2)), 1e-300) / noise)))
+        check = compare_outputs(ref, got, n_classes=result.n_classes)
+        out[f"top1_agreement_{label}"] = check.top1_agreement
+        out[f"output_sqnr_db_{label}"] = check.sqnr_db
     return out
