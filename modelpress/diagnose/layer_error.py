@@ -31,6 +31,7 @@ import numpy as np
 from ..artifacts import ModelArtifact
 from ..data import Dataset
 from ..errors import InputError
+from ..runtime.sessions import ort_session_options
 from .profile import INT8_KERNELS, is_int8_kernel
 from .tensor_error import SQNR_CAP_DB, _added, _batches, _db, _result, _Stats, channel_axis  # noqa: F401
 
@@ -120,13 +121,9 @@ def _augmented_session(model: Any, names: list[str], threads: int, *, optimize: 
     for name in names:
         if name not in present:
             copy.graph.output.append(helper.make_empty_tensor_value_info(name))
-    opts = ort.SessionOptions()
     # qdq: optimisation off, every tensor keeps its name and its exact Q/DQ meaning; real: the evaluator's level,
     # so the fused integer kernels (QLinearConv, QGemm, MatMulIntegerToFloat…) run as in deployment
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts = ort_session_options(threads=threads, optimization="all" if optimize else "disabled")
     try:
         return ort.InferenceSession(copy.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
     except ValueError as exc:  # protobuf over 2 GB

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..artifacts import ModelArtifact
 from ..errors import InputError
-from ..runtime.sessions import ort_session_options
+from ..runtime.sessions import ort_session_options, set_torch_threads
 
 #: Ops onnxruntime runs as integer kernels (the int8 work a quantized model is meant to do).
 INT8_KERNELS = frozenset({
@@ -213,7 +213,7 @@ def profile_torch(artifact: ModelArtifact, batch: dict[str, np.ndarray], *, thre
 
     if artifact.module is None:
         raise InputError(f"{artifact.source} has no torch module to profile")
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     module = artifact.module.eval()
     names = [s.name for s in artifact.inputs]
     feed = _feed(names, batch)

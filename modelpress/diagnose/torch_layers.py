@@ -13,6 +13,7 @@ import numpy as np
 
 from ..artifacts import ModelArtifact
 from ..data import Dataset
+from ..runtime.sessions import set_torch_threads
 from .tensor_error import _added, _batches, _db, _result, _Stats
 
 
@@ -22,7 +23,7 @@ def torch_layer_errors(reference: ModelArtifact, candidate: ModelArtifact, data:
     """Per-layer error of two torch modules with the same leaf-module names (forward hooks on inputs and outputs)."""
     import torch
 
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     ref_mod, cand_mod = reference.module.eval(), candidate.module.eval()
     ref_leaves = _torch_leaves(ref_mod)
     cand_leaves = _torch_leaves(cand_mod)

@@ -38,6 +38,7 @@ import numpy as np
 from ..artifacts import ModelArtifact
 from ..data import Dataset
 from ..errors import InputError
+from ..runtime.sessions import set_torch_threads
 
 __all__ = ["LayerUnavailable", "cosine_to_reference", "embeddings", "knn_probe", "knn_section"]
 
@@ -105,7 +106,7 @@ def _torch_layer(artifact: ModelArtifact, data: Dataset, layer: str, *, threads:
             out = out[0]
         captured.append(out.detach().float().reshape(out.shape[0], -1).cpu().numpy())
 
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     handle = named[found.removesuffix(INPUT_SUFFIX)].register_forward_hook(hook)
     names = [s.name for s in artifact.inputs]
     try:

@@ -169,12 +169,12 @@ def ort_optimized_graph(model: Any) -> Any:
     import onnx
     import onnxruntime as ort
 
+    from .sessions import ort_session_options
+
     with tempfile.TemporaryDirectory(prefix="modelpress-emulate-") as tmp:
         path = Path(tmp) / "optimized.onnx"
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts = ort_session_options(threads=1, optimization="extended")
         opts.optimized_model_filepath = str(path)
-        opts.log_severity_level = 3
         try:
             ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:

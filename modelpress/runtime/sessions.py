@@ -116,16 +116,27 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def ort_session_options(*, threads: int) -> Any:
-    """The session settings every onnxruntime measurement shares: fixed intra-op threads, one inter-op thread,
-    sequential execution, full graph optimisation, errors-only logging."""
+#: ``ort_session_options(optimization=...)`` → onnxruntime's graph optimization levels.
+ORT_OPTIMIZATION = ("all", "extended", "basic", "disabled")
+
+
+def ort_session_options(*, threads: int, optimization: str = "all") -> Any:
+    """The session settings every onnxruntime session of modelpress shares: fixed intra-op threads, one inter-op
+    thread, sequential execution, errors-only logging, and full graph optimisation unless ``optimization`` says
+    otherwise (the per-layer error pass disables it so every tensor keeps its name; the emulator stops at
+    ``extended``, the level that fuses Q/DQ into integer kernels)."""
     import onnxruntime as ort
 
+    level = ort.GraphOptimizationLevel
+    levels = {"all": level.ORT_ENABLE_ALL, "extended": level.ORT_ENABLE_EXTENDED, "basic": level.ORT_ENABLE_BASIC,
+              "disabled": level.ORT_DISABLE_ALL}
+    if optimization not in levels:
+        raise InputError(f"onnxruntime optimization must be one of {', '.join(ORT_OPTIMIZATION)}, got {optimization!r}")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = levels[optimization]
     opts.log_severity_level = 3
     return opts
 

@@ -102,3 +102,14 @@ def iris_mlp():
     from modelpress.sources import load_model
 
     return load_model("zoo:mlp", data=load_data("sklearn:iris", split="test"))
+
+
+def test_one_onnxruntime_session_options_helper():
+    ort = pytest.importorskip("onnxruntime")
+    opts = sessions.ort_session_options(threads=3, optimization="disabled")
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (3, 1)
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert sessions.ort_session_options(threads=1).graph_optimization_level == \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with pytest.raises(InputError, match="optimization must be one of all, extended, basic, disabled, got 'max'"):
+        sessions.ort_session_options(threads=1, optimization="max")
