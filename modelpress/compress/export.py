@@ -62,7 +62,8 @@ class ExportConfig(Checked, StageConfig):
 
     def params(self) -> dict[str, Any]:
         params = dataclasses.asdict(self)
-        return {**params, **params.pop("tensorrt")}
+        tensorrt = params.pop("tensorrt")
+        return {**params, **tensorrt}
 
     @classmethod
     def from_params(cls, params: dict[str, Any], *, where: str = "") -> StageConfig:
@@ -95,7 +96,7 @@ def run_export(artifact: ModelArtifact, config: ExportConfig, ctx: StageContext)
         from .tensorrt import export_tensorrt  # imports nothing from TensorRT until it runs
 
         try:
-            return export_tensorrt(artifact, config, ctx)
+            return export_tensorrt(artifact, config, ctx, to_onnx=onnx_for_export)
         except BackendUnavailable as exc:
             if not config.optional:
                 raise

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..artifacts import ModelArtifact, check_inputs
+from ..config import Checked, Interval, Options, option
 from ..data import Dataset
 from ..errors import GateFailed, InputError
 from ..runtime.target import TARGET_NAMES, Target, detect_host, resolve_target
@@ -51,83 +52,98 @@ METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
 
+_COUNT = Interval(int, 1)
+_TARGET_DEFAULT = " [default: the target's]"
+
+
 @dataclass(frozen=True)
-class QuantizeConfig(StageConfig):
+class QuantizeConfig(Checked, StageConfig):
     """Quantization settings; every field is validated here, with the allowed values in the message."""
 
     kind: ClassVar[str] = "quantize"
     references: ClassVar[dict[str, str]] = {"calibration": "data"}
-    mode: str = "dynamic"
-    engine: str = "onnxruntime"
-    calibration: str | None = None  # a data reference; default: the run's calibration data (train split)
-    calibrate: str = "minmax"
-    percentile: float = 99.999
-    calibration_samples: int = 128
-    calibration_batch_size: int = 16
-    target: str = "auto"  # the CPU kind the model is built for (auto: the host); see quantize_targets
-    per_channel: bool | None = None  # None: from the target's defaults (this applies to the next four, too)
-    weight_type: str | None = None
-    activation_type: str | None = None
-    symmetric_activations: bool = False
-    reduce_range: bool | None = None
-    quant_format: str = "qdq"
-    op_types: tuple[str, ...] = ()
-    exclude_nodes: tuple[str, ...] = ()
-    activation_matmuls: bool = False
-    min_reduction: int = 0  # keep Conv/MatMul/Gemm with fewer multiply-adds per output in FP32 (0: off)
-    optimize: str = "auto"
-    preprocess: bool = True
-    residual_sum: bool | None = None
-    keep_io_fp32: bool = True
-    fp16_overflow: str = "error"  # or keep_fp32: run the layers around overflowing tensors in FP32
-    accuracy_tolerance: float | None = None
-    accuracy_metric: str = "accuracy"
-    accuracy_samples: int = 1000
-    max_excluded: int = 8
-    check_samples: int = 64  # fp16 mode: samples scanned for activations above float16's range
-    guard: bool = True  # measure the quantized model against FP32 with the host's kernels; exit 1 on collapse
-    min_agreement: float = 0.98  # guard floor: top-1 agreement with FP32 on all the evaluation data
-    exporter: str = "auto"
-    torch_engine: str = "x86"
-    explain: bool = False  # modelpress.diagnose: explain the result against the FP32 model (metadata["explain"])
-    sensitivity: str = "leave_one_out"  # accuracy search order: one build per node, or layer_error (one pass)
+    mode: str = option("dynamic", Options(MODES),
+                       help="dynamic: int8 weights, activations quantized per batch; static: int8 with calibrated "
+                            "ranges (QDQ); fp16: half-precision weights and compute.")
+    engine: str = option("onnxruntime", Options(ENGINES),
+                         help="torch: torch.ao dynamic int8 of Linear/LSTM/GRU (mode dynamic only).")
+    calibration: str | None = option(None, help="Calibration data for static mode (default: --data's train split).")
+    calibrate: str = option("minmax", Options(CALIBRATORS),
+                            help="How static mode turns calibration activations into ranges.")
+    percentile: float = option(99.999, Interval(float, 50, 100, closed="neither", noun=False),
+                               help="--calibrate percentile: the percentile of |activation| kept.")
+    calibration_samples: int = option(128, _COUNT, help="Calibration samples (static mode).")
+    calibration_batch_size: int = option(16, _COUNT, help="Calibration samples per onnxruntime call.")
+    target: str = option("auto", Options(TARGET_NAMES),
+                         help="CPU kind the INT8 model is built for (auto: this host); sets the defaults below.")
+    # None: from the target's defaults (this applies to the next four, too); see quantize_targets
+    per_channel: bool | None = option(None, cli="--per-channel/--per-tensor",
+                                      help="Weight scales per output channel" + _TARGET_DEFAULT + ".")
+    weight_type: str | None = option(None, Options(("int8", "uint8")),
+                                     help="int8 (U8S8) or uint8 (U8U8: exact without VNNI, but slow)"
+                                          + _TARGET_DEFAULT + ".")
+    activation_type: str | None = option(None, Options(("uint8", "int8")),
+                                         help="Static mode activations (uint8 = U8S8, the fast path on x86)"
+                                              + _TARGET_DEFAULT + ".")
+    symmetric_activations: bool = option(False, help="Static mode: symmetric activation ranges.")
+    reduce_range: bool | None = option(None, help="7-bit weights: no saturation on CPUs without VNNI"
+                                                  + _TARGET_DEFAULT + ", on for x86-avx2/avx512.")
+    quant_format: str = option("qdq", Options(FORMATS), cli="--format", help="Q/DQ nodes or QOperator ops.")
+    op_types: tuple[str, ...] = option((), help="Op types to quantize, comma-separated or repeated (default: per "
+                                                "mode).")
+    exclude_nodes: tuple[str, ...] = option((), help="Node names to keep in float, comma-separated or repeated.")
+    activation_matmuls: bool = option(False, help="Static mode: also quantize MatMuls of two activations "
+                                                  "(attention), not only those with a constant weight.")
+    min_reduction: int = option(0, Interval(int, 0),
+                                help="Keep Conv/MatMul/Gemm with fewer multiply-adds per output in FP32 (0: quantize "
+                                     "all).")
+    optimize: str = option("auto", Options(OPTIMIZE),
+                           help="Graph optimisation before quantizing; transformer = onnxruntime's BERT fusions.")
+    preprocess: bool = option(True, help="onnxruntime's quantization pre-processing (shape inference, "
+                                         "optimisation) before int8.")
+    residual_sum: bool | None = option(None, help="Turn residual Adds that feed a LayerNormalization into Sum"
+                                                  + _TARGET_DEFAULT + ".")
+    keep_io_fp32: bool = option(True, cli="--keep-io-fp32/--fp16-io", help="fp16 mode: keep inputs/outputs FP32.")
+    fp16_overflow: str = option("error", Options(("error", "keep_fp32")),
+                                help="fp16 mode, when activations on --data exceed 65504: fail, or run those layers "
+                                     "in FP32.")
+    accuracy_tolerance: float | None = option(None, Interval(float, 0, 1, closed="left", noun=False),
+                                              help="Keep the most sensitive nodes in float until the relative metric "
+                                                   "drop on --data is ≤ F (exit 1 if no configuration reaches it).")
+    accuracy_metric: str = option("accuracy", Options(METRICS), help="Metric of --accuracy-tolerance.")
+    accuracy_samples: int = option(1000, _COUNT, help="Samples the accuracy search scores on.")
+    max_excluded: int = option(8, _COUNT, help="Most nodes the accuracy search may keep in float.")
+    check_samples: int = option(64, _COUNT, help="fp16 mode: samples scanned for activations above float16's range.")
+    guard: bool = option(True, help="Refuse (exit 1, nothing written) a model whose outputs collapse against FP32 on "
+                                    "--data.")
+    min_agreement: float = option(0.98, Interval(float, 0, 1, noun=False),
+                                  help="Guard floor: top-1 agreement with FP32 on all of --data's test split.")
+    exporter: str = option("auto", Options(EXPORTERS), help="torch.onnx exporter for torch models.")
+    torch_engine: str = option("x86", help="torch.ao quantized engine of --engine torch.")
+    explain: bool = option(False, help="Explain the result against the FP32 model (metadata explain).")
+    sensitivity: str = option("leave_one_out", Options(("leave_one_out", "layer_error")),
+                              help="Accuracy search order: one build per node, or layer_error (one pass).")
 
-    def __post_init__(self) -> None:
-        for key in ("op_types", "exclude_nodes"):
+    def field_message(self, key: str, constraint: Any, value: Any) -> str | None:
+        if key == "target":
+            return f"unknown target {value!r}; use one of {', '.join(TARGET_NAMES)}"
+        if isinstance(constraint, Options):
+            shown = tuple(v for v in constraint.values if v is not None)
+            return f"quantize.{key} = {value!r} is not allowed; use one of {shown}"
+        return None
+
+    def check(self) -> None:
+        for key in ("op_types", "exclude_nodes"):  # "Conv,MatMul" (YAML or one --op-types) or repeated values
             value = getattr(self, key)
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()]
-            object.__setattr__(self, key, tuple(str(v).strip() for v in value or ()))
-        if self.target not in TARGET_NAMES:
-            raise InputError(f"unknown target {self.target!r}", hint=f"use one of {', '.join(TARGET_NAMES)}")
-        choices = {"mode": MODES, "engine": ENGINES, "calibrate": CALIBRATORS, "quant_format": FORMATS,
-                   "optimize": OPTIMIZE, "accuracy_metric": METRICS, "exporter": EXPORTERS,
-                   "weight_type": ("int8", "uint8", None), "activation_type": ("uint8", "int8", None),
-                   "fp16_overflow": ("error", "keep_fp32"), "sensitivity": ("leave_one_out", "layer_error")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                shown = tuple(a for a in allowed if a is not None)
-                raise InputError(f"quantize.{key} = {getattr(self, key)!r} is not allowed; use one of {shown}")
-        agreement = self.min_agreement
-        if isinstance(agreement, bool) or not isinstance(agreement, (int, float)) or not 0 <= agreement <= 1:
-            raise InputError(f"quantize.min_agreement must be in [0, 1] (top-1 agreement with FP32), "
-                             f"got {agreement!r}")
+            items = [value] if isinstance(value, str) else list(value or ())
+            object.__setattr__(self, key, tuple(part.strip() for item in items for part in str(item).split(",")
+                                                if part.strip()))
         if self.engine == "torch" and self.mode != "dynamic":
             raise InputError(f"quantize.engine torch supports mode dynamic only, got mode {self.mode!r}",
                              hint="use --engine onnxruntime for static and fp16")
         if self.activation_type == "int8" and self.weight_type == "uint8":
             raise InputError("quantize: int8 activations with uint8 weights is not supported by onnxruntime",
                              hint="use activation_type uint8 (fast on x86) or weight_type int8")
-        if not 50.0 < float(self.percentile) < 100.0:
-            raise InputError(f"quantize.percentile must be in (50, 100), got {self.percentile}")
-        for key, low in (("calibration_samples", 1), ("calibration_batch_size", 1), ("accuracy_samples", 1),
-                         ("max_excluded", 1), ("check_samples", 1), ("min_reduction", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"quantize.{key} must be an integer ≥ {low}, got {value!r}")
-        tol = self.accuracy_tolerance
-        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1):
-            raise InputError(f"quantize.accuracy_tolerance must be in [0, 1) (relative drop), got {tol!r}")
 
 
 #: Fields whose ``None`` means "take it from the target's row of :data:`.quantize_targets.DEFAULTS`".

@@ -41,8 +41,13 @@ from ..runtime.tensorrt import CudaApi
 from ..io import sha256_file, write_bytes
 
 if TYPE_CHECKING:
-    from .export import ExportConfig
+    from collections.abc import Callable
+
     from .registry import StageContext
+
+#: The export stage's config (an :class:`~modelpress.compress.export.ExportConfig`: its ``verify`` settings and,
+#: read through it, the :class:`TensorRTConfig` fields). Not imported: export.py imports this module.
+ExportConfig = Any
 
 
 # ---- the TensorRT config -----------------------------------------------------------------------------------------
@@ -628,15 +633,16 @@ def gate_message(report: dict[str, Any], precision: str) -> str:
             + ", ".join(parts))
 
 
-def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageContext) -> ModelArtifact:
+def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageContext, *,
+                    to_onnx: Callable[[ModelArtifact, ExportConfig, StageContext], ModelArtifact]) -> ModelArtifact:
     """The ``format: tensorrt`` branch of the export stage: verified ONNX → engine → verified engine.
 
     Side effects: writes ``model.onnx`` (for a torch input), ``model.engine``, for int8 from a float model
     ``model.qdq.onnx`` (or, with the deprecated calibrator, ``calibration.cache``) into ``ctx.work_dir``; rewrites
-    ``config.timing_cache`` when one is named.
+    ``config.timing_cache`` when one is named. ``to_onnx`` is the export stage's verified ONNX step (passed in:
+    this module does not import export.py, which imports it).
     """
     from ..runtime.tensorrt import CudaRuntime, require_tensorrt
-    from .export import onnx_for_export
 
     require_tensorrt("export --format tensorrt", needs="TensorRT and a CUDA GPU")
     import tensorrt as trt
@@ -647,7 +653,7 @@ def export_tensorrt(artifact: ModelArtifact, config: ExportConfig, ctx: StageCon
     data = ctx.eval or ctx.calibration or ctx.train
     if config.verify and data is None:
         raise InputError("export --verify needs sample data", hint="pass --data (or --no-verify)")
-    onnx_artifact = onnx_for_export(artifact, config, ctx)
+    onnx_artifact = to_onnx(artifact, config, ctx)
     calibration = ctx.calibration or ctx.train
     source = Path(onnx_artifact.path)
     plan = plan_for(source, config=config, trt_major=trt_major(trt), calibration=calibration)
