@@ -50,7 +50,7 @@ from modelpress.compress import StageContext, run_stage
 from modelpress.compress.export import ExportConfig
 from modelpress.compress.quantize import QuantizeConfig
 from modelpress.compress.quantize_onnx import quiet
-from modelpress.compress.train import fit
+from modelpress.compress.train import fit, train_head
 from modelpress.data import Dataset, load_data
 from modelpress.runtime.sessions import make_runner, ort_session
 from modelpress.evaluate.evaluator import predict
@@ -296,7 +296,7 @@ def minilm_workload(work: Path, quick: bool, threads: int) -> tuple[Workload, Mo
     import torch
 
     torch.set_num_threads(threads)
-    hf.train_head(artifact, train, epochs=30, lr=1e-2)
+    train_head(artifact, train, epochs=30, lr=1e-2)
     return Workload("all-MiniLM-L6-v2 (seq 128)", train, test, (8,) if quick else (1, 8)), artifact
 
 

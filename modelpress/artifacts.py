@@ -276,16 +276,6 @@ def apply_torch_dynamic_int8(module: Any, params: dict[str, Any]) -> Any:
     return quantized.eval()
 
 
-def register_transform(name: str) -> Callable[[Transform], Transform]:
-    """Decorator form of ``TRANSFORMS.add(name, fn, replace=True)``."""
-
-    def decorate(fn: Transform) -> Transform:
-        TRANSFORMS.add(name, fn, replace=True)
-        return fn
-
-    return decorate
-
-
 def register_builtins(registry: Registry[Transform]) -> None:
     """modelpress's own transforms."""
     registry.add(TORCH_DYNAMIC_INT8, apply_torch_dynamic_int8)

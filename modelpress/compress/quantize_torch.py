@@ -6,50 +6,21 @@ plain tensors), so the artifact keeps the FP32 weights (``_modelpress_float_stat
 deterministic: dynamic quantization has no calibration, weights are rounded the same way every time.
 Torch's eager-mode quantization is deprecated in favour of torchao; it still ships with torch and is what this
 backend wraps until torchao is a dependency.
+
+The transform itself (:func:`modelpress.artifacts.apply_torch_dynamic_int8`) lives on the artifacts' floor, so that
+loading an INT8 artifact never imports the stages; this module makes the artifact and reports what changed.
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any
 
-from ..artifacts import ModelArtifact, register_transform
+from ..artifacts import TORCH_DYNAMIC_INT8 as TRANSFORM
+from ..artifacts import ModelArtifact, apply_torch_dynamic_int8
 from ..errors import InputError
 
-TRANSFORM = "torch_dynamic_int8"
 ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
-
-
-def _layer_types(names: list[str]) -> set[type]:
-    from torch import nn
-
-    table = {"Linear": nn.Linear, "LSTM": nn.LSTM, "GRU": nn.GRU}
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise InputError(f"torch dynamic quantization handles {sorted(table)}, not {unknown}")
-    return {table[n] for n in names}
-
-
-@register_transform(TRANSFORM)
-def apply_dynamic(module: Any, params: dict[str, Any]) -> Any:
-    """Quantize ``params["layers"]`` (Linear/LSTM/GRU) of ``module`` to int8 weights with dynamic activations."""
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    engine = str(params.get("engine", "x86"))
-    if engine not in torch.backends.quantized.supported_engines:
-        raise InputError(f"torch quantized engine {engine!r} is not available here",
-                         hint=f"available: {', '.join(torch.backends.quantized.supported_engines)}")
-    torch.backends.quantized.engine = engine
-    float_state = getattr(module, "_modelpress_float_state", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the torch.ao deprecation notice, once per call
-        quantized = quantize_dynamic(module, _layer_types(list(params.get("layers", ["Linear", "LSTM", "GRU"]))),
-                                     dtype=torch.qint8, inplace=False)
-    if float_state is not None:
-        quantized._modelpress_float_state = float_state
-    return quantized.eval()
 
 
 def quantized_layer_counts(module: Any) -> tuple[dict[str, int], dict[str, int], int]:
@@ -101,7 +72,7 @@ def run_torch_dynamic(artifact: ModelArtifact, *, engine: str, notes: list[str])
     float_bytes = sum(v.numel() * v.element_size() for v in float_state.values() if v.is_floating_point())
     module._modelpress_float_state = float_state
     params = {"engine": engine, "layers": ["Linear", "LSTM", "GRU"]}
-    quantized = apply_dynamic(module, params)
+    quantized = apply_torch_dynamic_int8(module, params)
     counts, kept, int8_bytes = quantized_layer_counts(quantized)
     if not counts:
         raise InputError(f"torch dynamic quantization changed nothing in {artifact.source}: it has no Linear, LSTM "

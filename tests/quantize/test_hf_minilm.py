@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from modelpress import hf
+from modelpress.compress.train import train_head
 from modelpress.data import load_data
 from modelpress.errors import InputError
 from modelpress.evaluate.evaluator import predict
@@ -39,7 +40,7 @@ def minilm(texts, tmp_path_factory):
     with hf.use_tokenizer(MODEL, max_length=32):
         train, test = load_data(str(texts), split="train"), load_data(str(texts), split="test")
     artifact = load_model(MODEL, data=test)
-    hf.train_head(artifact, train, epochs=20, lr=1e-2)
+    train_head(artifact, train, epochs=20, lr=1e-2)
     folder = tmp_path_factory.mktemp("minilm")
     saved = artifact.save(folder)
     head = folder.parent / "head.safetensors"
