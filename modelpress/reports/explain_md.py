@@ -13,6 +13,7 @@ from typing import Any
 
 from .fmt import NONE, finite_number as _num, number_or_dash, percent, plain_text as _t
 from .fmt import integer as _i
+from .fmt import md_escape
 
 __all__ = ["explain_lines", "explain_markdown", "explain_view"]
 
@@ -44,7 +45,6 @@ def explain_markdown(explain: Mapping[str, Any]) -> str:
 
 def explain_lines(explain: Mapping[str, Any], *, level: int = 3) -> list[str]:
     """Markdown lines of the Explain section; ``level`` is the heading depth of the section title."""
-    from .markdown import md_escape
 
     view = explain_view(explain)
     lines = [f"{'#' * level} {md_escape(view['title'])}", ""]

@@ -69,3 +69,43 @@ def compact_bytes(value: Any) -> str:
         return f"{int(number)} B"
 
     return number_or_dash(value, render)
+
+
+_MD_ESCAPES = {
+    "\\": "\\\\",
+    "|": "\\|",
+    "`": "\\`",
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "\r\n": " ",
+    "\r": " ",
+    "\n": " ",
+}
+
+
+def md_escape(value: object) -> str:
+    """Make any value safe inside a Markdown table cell, heading or list item.
+
+    Backslashes, ``|`` and backticks are backslash-escaped (so a cell keeps its column and no code span opens),
+    ``&``, ``<`` and ``>`` become HTML entities (so no tag or entity reaches the viewer), and line breaks become
+    spaces (a newline would end the table row).
+
+    Args:
+        value: Anything; it is converted with ``str()`` first.
+
+    Returns:
+        The escaped text, which renders as the original characters.
+    """
+    text = str(value)
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("\r\n", i):
+            out.append(" ")
+            i += 2
+            continue
+        char = text[i]
+        out.append(_MD_ESCAPES.get(char, char))
+        i += 1
+    return "".join(out)

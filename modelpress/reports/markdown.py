@@ -15,48 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..metric_schema import Metric, columns, format_delta, section
-from .fmt import NONE, binary_bytes, finite_number as _num, general, percent, significant
+from .fmt import NONE, binary_bytes, md_escape, finite_number as _num, general, percent, significant
 
 __all__ = ["md_escape", "render_markdown"]
 
-_MD_ESCAPES = {
-    "\\": "\\\\",
-    "|": "\\|",
-    "`": "\\`",
-    "&": "&amp;",
-    "<": "&lt;",
-    ">": "&gt;",
-    "\r\n": " ",
-    "\r": " ",
-    "\n": " ",
-}
-
-
-def md_escape(value: object) -> str:
-    """Make any value safe inside a Markdown table cell, heading or list item.
-
-    Backslashes, ``|`` and backticks are backslash-escaped (so a cell keeps its column and no code span opens),
-    ``&``, ``<`` and ``>`` become HTML entities (so no tag or entity reaches the viewer), and line breaks become
-    spaces (a newline would end the table row).
-
-    Args:
-        value: Anything; it is converted with ``str()`` first.
-
-    Returns:
-        The escaped text, which renders as the original characters.
-    """
-    text = str(value)
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text.startswith("\r\n", i):
-            out.append(" ")
-            i += 2
-            continue
-        char = text[i]
-        out.append(_MD_ESCAPES.get(char, char))
-        i += 1
-    return "".join(out)
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
