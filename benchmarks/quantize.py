@@ -381,7 +381,7 @@ def _equalized(fp32: ModelArtifact, work: Path, name: str, calibration: Dataset,
     parts = []
     if cle:
         r = cross_layer_equalize(model, clip="channel")
-        parts.append(f"CLE {r.pairs} pairs, {r.iterations} iterations, {r.clips_to_relu} ReLU6 with per-channel bounds")
+        parts.append(f"CLE {r.pairs} pairs, {r.iterations} iterations, {r.clips_rewritten} ReLU6 with per-channel bounds")
     if bias:
         n = correct_biases(model, (b for b, _ in calibration.batches(8)), per_channel=per_channel,
                            reduce_range=reduce_range)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from modelpress.compress.equalize import correct_biases, cross_layer_equalize, equalize, find_pairs
+from modelpress.compress.equalize import (correct_biases, cross_layer_equalize, equalize, find_pairs,
+                                           smooth_activations)
 from modelpress.errors import InputError
 
 ort = pytest.importorskip("onnxruntime")
@@ -102,7 +103,7 @@ def test_clip_modes() -> None:
     assert find_pairs(model, clip="skip") == []  # ReLU6 lacks positive homogeneity: exact mode leaves it alone
     relu = _net(act1="Clip", act2="Clip")
     result = cross_layer_equalize(relu, clip="relu")
-    assert result.clips_to_relu == 2 and [n.op_type for n in relu.graph.node].count("Clip") == 0
+    assert result.clips_rewritten == 2 and [n.op_type for n in relu.graph.node].count("Clip") == 0
     with pytest.raises(InputError, match="clip must be one of skip, channel, relu, got 'relu6'"):
         find_pairs(model, clip="relu6")
 
@@ -150,3 +151,34 @@ def test_bad_input() -> None:
         equalize(_net(), bias_correction=True, batches=None)
     with pytest.raises(InputError, match="got 0 samples"):
         correct_biases(_net(), [], per_channel=True, reduce_range=False)
+
+
+def _matmul_net(w: np.ndarray) -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_smoothing_keeps_the_product_and_flattens_activation_ranges() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 4)).astype(np.float32)
+    x = rng.normal(size=(6, 5, 8)).astype(np.float32)
+    x[..., 2] *= 40.0  # one outlier channel, as after a transformer's GELU
+    model = _matmul_net(w)
+    before = _run_named(model, {"x": x})
+    assert smooth_activations(model, [{"x": x}], alpha=1.0) == 1
+    onnx.checker.check_model(model)
+    np.testing.assert_allclose(_run_named(model, {"x": x}), before, rtol=1e-5, atol=1e-4)
+    mul = next(n for n in model.graph.node if n.op_type == "Mul")
+    inv = _weights(model)[mul.input[1]]
+    # alpha = 1 divides each channel by its own range: every channel of the MatMul's input now spans exactly 1
+    np.testing.assert_allclose(np.abs(x * inv).reshape(-1, 8).max(axis=0), np.ones(8), rtol=1e-5)
+    with pytest.raises(InputError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        smooth_activations(_matmul_net(w), [{"x": x}], alpha=1.5)
+
+
+def _run_named(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)[0]
