@@ -171,3 +171,34 @@ def test_an_int8_torch_artifact_reloads_without_importing_the_stages(tmp_path, d
     with torch.inference_mode():
         expected = quantized.module(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+
+
+SOURCE_PLUGIN = '''
+from modelpress.artifacts import InputSpec, ModelArtifact
+
+
+def load_toy(ref, *, data=None, trust_checkpoint=False, **options):
+    import torch
+
+    return ModelArtifact("torch", (InputSpec("input", (None, 4)),), int(ref.body), str(ref),
+                         module=torch.nn.Linear(4, int(ref.body)))
+
+
+def register(registry):
+    registry.add("toy", load_toy)
+'''
+
+
+def test_a_third_party_model_source_gets_the_parsed_reference(tmp_path, monkeypatch):
+    from modelpress.sources import SOURCES, load_model, model_schemes
+
+    (tmp_path / "mp_fake_source.py").write_text(SOURCE_PLUGIN, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = metadata.EntryPoint(name="toy", value="mp_fake_source:register", group="modelpress.sources")
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda **kw: [point] if kw.get("group") == "modelpress.sources" else real(**kw))
+    monkeypatch.setattr(SOURCES, "_entries", dict(SOURCES._entries))
+    monkeypatch.setattr(SOURCES, "_plugins_loaded", False)
+    artifact = load_model("toy:5")
+    assert artifact.n_classes == 5 and artifact.source == "toy:5" and "toy" in model_schemes()
