@@ -10,7 +10,7 @@ Rows
   modelpress dynamic / static / fp16, dynamic with --accuracy-tolerance 0.01, and ablations (no residual-Sum
   rewrite, per-tensor weights, S8S8 static, onnxruntime's transformer fusions).
 Columns
-  median ms; speed-up vs onnxruntime FP32 = ratio of medians with a bootstrap 95 % CI (evaluate.latency);
+  median ms; speed-up vs onnxruntime FP32 = ratio of medians with a bootstrap 95 % CI (runtime.latency);
   size; accuracy and macro F1 on the held-out split; cosine of pooled embeddings to torch FP32 (MiniLM);
   top-1 agreement with torch FP32.
 All rows of a table use the same thread count. Rows are timed in interleaved rounds (A B C … A B C …) so that

@@ -10,7 +10,7 @@ Adding a metric, worked example (the Brier score of a stage's probabilities)::
 
     # here, in the _declare(...) list: a summary column after ROC-AUC, lower is better, 3 significant digits
     Metric("brier_score", "metrics", "Brier score", "value", False, column=3),
-    # and in evaluate/metrics.py, the code that computes it: out["brier_score"] = ...
+    # and in runtime/metrics.py, the code that computes it: out["brier_score"] = ...
 
 report.md then shows it as a summary column and in each stage's Metrics list, report.html as a column, ``compare``
 as a row with its change, TensorBoard as ``metrics/brier_score``. A ``gate=`` needs the gate's field in
