@@ -65,6 +65,7 @@ def native_backend(artifact: ModelArtifact) -> str:
 
 
 def runs_format(backend: str, fmt: str) -> bool:
+    """Whether ``backend`` is registered and runs artifacts of format ``fmt`` (no error for an unknown name)."""
     found = BACKENDS.find(backend)
     return found is not None and fmt in found.formats
 
