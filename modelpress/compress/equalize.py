@@ -302,18 +302,20 @@ def _conv_shift(x_mean: np.ndarray, eps: np.ndarray, node: Any) -> np.ndarray:
 
 
 def correct_biases(model: Any, batches: Any, *, per_channel: bool, reduce_range: bool,
-                   ops: tuple[str, ...] = ("Conv",)) -> int:
+                   ops: tuple[str, ...] = ("Conv",), exclude: tuple[str, ...] = ()) -> int:
     """Subtract each Conv's expected output shift from rounding its weights, in place; returns how many changed.
 
     ``batches``: an iterable of input feeds (dict name → array) of calibration data; the mean input map of every
     Conv with constant weights is measured on the FP32 graph with onnxruntime, then ``bias -= E[conv(x, ε)]``.
+    Nodes named in ``exclude`` (kept in float by the quantizer) are left alone: their weights are not rounded.
     """
     import onnx
     import onnxruntime as ort
     from onnx import helper
 
     g = _Graph(model)
-    convs = [n for n in model.graph.node if n.op_type in ops and _conv_weight(g, n) is not None]
+    convs = [n for n in model.graph.node
+             if n.op_type in ops and n.name not in exclude and _conv_weight(g, n) is not None]
     if not convs:
         return 0
     probe = onnx.ModelProto()

@@ -182,3 +182,11 @@ def test_smoothing_keeps_the_product_and_flattens_activation_ranges() -> None:
 def _run_named(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feed)[0]
+
+
+def test_bias_correction_leaves_excluded_convs_alone() -> None:
+    model = _net(act1="Relu", act2="Relu")
+    before = _weights(model)
+    assert correct_biases(model, [{"x": _x(8)}], per_channel=True, reduce_range=False, exclude=("conv1",)) == 2
+    np.testing.assert_array_equal(_weights(model)["b1"], before["b1"])
+    assert not np.array_equal(_weights(model)["b2"], before["b2"])
