@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 from modelpress.errors import InputError
 
@@ -123,6 +122,8 @@ def _as_labels(y_true: Any, n_classes: int) -> np.ndarray:
 def _roc_auc(
     y_true: np.ndarray, log_probs: np.ndarray, n_classes: int, names: list[str]
 ) -> tuple[float | None, str | None]:
+    from sklearn import metrics as skm  # lazily: scikit-learn takes ~1 s to import, and `modelpress --help` needs none
+
     present = np.unique(y_true)
     if len(present) < 2:
         only = int(present[0])
@@ -172,6 +173,7 @@ def classification_metrics(
         InputError: empty input, mismatched lengths, labels out of range, non-finite scores, hard labels
             given as scores, or ``class_names`` of the wrong length.
     """
+    from sklearn import metrics as skm
     _check_n_classes(n_classes)
     score_arr = np.asarray(y_score)
     if score_arr.ndim == 1 and (
