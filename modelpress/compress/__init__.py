@@ -1,7 +1,8 @@
-"""Compression stages. Importing this package registers every stage with :mod:`modelpress.compress.registry`."""
+"""Compression stages. This package fills its own :data:`~modelpress.compress.registry.STAGES`: importing it imports
+every stage module, whose ``@register_stage`` adds the stage, so the registry is complete whatever a caller imported
+first (any ``modelpress.compress.X`` import runs this file). Third-party stages come through ``modelpress.stages``."""
 
-from . import distill, export, prune, train  # noqa: F401  (registration side effects)
-from . import quantize  # noqa: F401  (registers the quantize stage and the torch_dynamic_int8 transform)
-from .registry import CONFIGS, STAGES, StageConfig, StageContext, config_for, register_stage, run_stage
+from . import distill, export, prune, quantize, train  # noqa: F401  (each module registers its stage)
+from .registry import STAGES, Stage, StageConfig, StageContext, config_for, register_stage, run_stage
 
-__all__ = ["CONFIGS", "STAGES", "StageConfig", "StageContext", "config_for", "register_stage", "run_stage"]
+__all__ = ["STAGES", "Stage", "StageConfig", "StageContext", "config_for", "register_stage", "run_stage"]

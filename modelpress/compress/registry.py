@@ -10,7 +10,7 @@ and the CLI's per-stage commands both call :func:`run_stage`; nothing branches o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -105,32 +105,6 @@ def register_stage(config_cls: type[C]) -> Callable[[StageFn], StageFn]:
         return fn
 
     return decorate
-
-
-class _Configs:
-    """Read view ``kind → config type`` over :data:`STAGES`, for callers written against the former dict.
-
-    Kept while ``pipeline/validate.py`` and the pipeline tests still read ``CONFIGS``; new code reads ``STAGES``.
-    """
-
-    def __contains__(self, kind: object) -> bool:
-        return kind in STAGES
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(STAGES.names())
-
-    def __len__(self) -> int:
-        return len(STAGES)
-
-    def __getitem__(self, kind: str) -> type[StageConfig]:
-        return STAGES.get(kind).config
-
-    def pop(self, kind: str, default: Any = None) -> Any:
-        stage = STAGES.pop(kind, None)
-        return default if stage is None else stage.config
-
-
-CONFIGS = _Configs()
 
 
 def config_for(kind: str, params: dict[str, Any] | None = None, *, where: str = "") -> StageConfig:
