@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..sources import parse_model
 
 DEFAULT_OUT = Path("reports")
 
@@ -103,5 +104,6 @@ def _run_single_stage(config: Any, model: str, *, data: str | None, weights: str
 
 
 def slug(ref: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(ref.split("@")[0]).name or ref)
+    parsed = parse_model(ref)
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(parsed.base).name or ref)
     return keep.strip("-.") or "model"

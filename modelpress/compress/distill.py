@@ -22,6 +22,7 @@ from ..artifacts import ModelArtifact, check_inputs
 from ..config import Checked, Interval, option
 from ..errors import InputError
 from ..io import sha256_arrays
+from ..sources import parse_model
 from .registry import COST_KEY, StageConfig, StageContext, register_stage
 from .train import (batch_size_option, check_early_stopping, discard_checkpoints, epochs_option, fit, lr_option,
                     patience_option, seed_option, stage_cost, val_fraction_option, weight_decay_option)
@@ -70,7 +71,7 @@ class DistillConfig(Checked, StageConfig):
             raise InputError(f"distill.teacher and distill.student are the same model ({self.teacher!r})")
         if not isinstance(self.student_kwargs, dict):
             raise InputError(f"distill.student_kwargs must be a mapping, got {type(self.student_kwargs).__name__}")
-        if self.student_kwargs and not self.student.startswith("zoo:"):
+        if self.student_kwargs and parse_model(self.student).scheme != "zoo":
             raise InputError(f"distill.student_kwargs only apply to zoo: students, not {self.student!r}")
         pairs = []
         for pair in self.features or ():
