@@ -45,7 +45,7 @@ def tiny_onnx(tiny_torch, iris_test, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory) -> Path:
-    """A 1-layer BERT (hidden 16) with a 40-word WordPiece tokenizer, saved like a Hugging Face folder."""
+    """A 1-layer BERT (hidden 16) with a 17-token WordPiece vocabulary, saved like a Hugging Face folder."""
     transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'modelpress[hf]'")
     folder = tmp_path_factory.mktemp("tiny-hf")
     words = ["the", "soup", "was", "cold", "good", "team", "won", "fast", "chip", "slow", "food", "tech"]
