@@ -172,13 +172,24 @@ def ort_runner(path: str | Path, *, threads: int, source: str | None = None) -> 
     names = tuple(i.name for i in session.get_inputs())
     output = score_output([(o.name, o.type) for o in session.get_outputs()])
     wanted = {i.name: _ORT_DTYPES.get(i.type) for i in session.get_inputs()}
+    fixed = _fixed_batch(session.get_inputs())
     source = source or str(path)
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(session.run([output], {n: _cast(batch[n], wanted[n]) for n in names})[0], dtype=np.float32)
 
     def call(batch: dict[str, np.ndarray]) -> np.ndarray:
         missing = [n for n in names if n not in batch]
         if missing:
             raise InputError(f"model {source} expects inputs {list(names)} (by name) but got {sorted(batch)}")
-        return np.asarray(session.run([output], {n: _cast(batch[n], wanted[n]) for n in names})[0], dtype=np.float32)
+        n = len(next(iter(batch.values())))
+        if fixed is None or n == fixed:
+            return run(batch)
+        # A fixed-batch model (export --static-batch) runs a larger batch as consecutive slices of its own size.
+        if n % fixed:
+            raise InputError(f"model {source} has a fixed batch of {fixed} but got a batch of {n}",
+                             hint=f"use batch sizes that are multiples of {fixed}, or export with --dynamic-batch")
+        return np.concatenate([run({k: v[i:i + fixed] for k, v in batch.items()}) for i in range(0, n, fixed)])
 
     return Runner("onnxruntime", threads, names, call)
 
@@ -188,6 +199,13 @@ def ort_runner(path: str | Path, *, threads: int, source: str | None = None) -> 
 _ORT_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64),
                "tensor(float16)": np.dtype(np.float16), "tensor(int64)": np.dtype(np.int64),
                "tensor(int32)": np.dtype(np.int32)}
+
+
+def _fixed_batch(inputs: Any) -> int | None:
+    """The batch size every input fixes in its first dimension, or ``None`` when the batch axis is dynamic."""
+    firsts = {i.shape[0] if i.shape else None for i in inputs}
+    only = firsts.pop() if len(firsts) == 1 else None
+    return only if isinstance(only, int) and only > 0 else None
 
 
 def _cast(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:

@@ -96,6 +96,29 @@ def test_ort_runner_reads_the_score_output_like_the_evaluator(tmp_path):
     np.testing.assert_array_equal(out, [[-1.0, -2.0]])
 
 
+@pytest.mark.parametrize("fixed", [1, 2])
+def test_a_fixed_batch_model_runs_larger_batches_as_slices(tmp_path, fixed):
+    """export --static-batch writes a model whose batch axis is fixed: evaluation feeds it whole batches."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [fixed, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [fixed, 3])
+    model = helper.make_model(helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "fixed.onnx"
+    onnx.save(model, path)
+    runner = sessions.ort_runner(path, threads=1)
+    batch = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_array_equal(runner({"x": batch}), -batch)
+    if fixed == 1:
+        np.testing.assert_array_equal(runner({"x": batch[:3]}), -batch[:3])
+    else:
+        with pytest.raises(InputError, match=r"fixed batch of 2 but got a batch of 3"):
+            runner({"x": batch[:3]})
+
+
 @pytest.fixture(scope="module")
 def iris_mlp():
     from modelpress.data import load_data
