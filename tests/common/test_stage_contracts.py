@@ -125,8 +125,7 @@ def test_yaml_and_the_cli_command_build_the_same_config(kind, run_cli, monkeypat
     assert (result.exit_code, result.stderr.strip()) == (2, "error: captured"), result.stderr
     from_yaml = parse_spec(_stage_yaml(kind, params)).stages[0]
     assert seen == [from_yaml]
-    for key, value in params.items():
-        assert getattr(from_yaml, key, None) == value or key in from_yaml.params(), key
+    assert {key: from_yaml.params()[key] for key in params} == params  # each value reached its own field
 
 
 # ---- a bad value for each declared constraint ------------------------------------------------------------------
