@@ -212,3 +212,9 @@ def test_the_plugin_example_arrives_through_its_entry_point(clip, monkeypatch):
     STAGES.pop("clip")  # registered by the decorator when the example module ran; the plugin must bring it back
     monkeypatch.setattr(STAGES, "_plugins_loaded", False)
     assert STAGES.get("clip").config is clip.ClipConfig and STAGES.get("clip").run is clip.run_clip
+
+
+def test_the_registration_line_is_the_one_in_compress_init():
+    line = re.search(r"^from \. import clip, .*$", PAGE, flags=re.M).group(0)
+    source = (ROOT / "modelpress" / "compress" / "__init__.py").read_text(encoding="utf-8")
+    assert line.replace("clip, ", "") in source.splitlines(), line
