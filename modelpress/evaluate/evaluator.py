@@ -161,11 +161,11 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
                 for stats, s in rows:
                     latency.append(stats)
                     samples[f"{stats['backend']}::b{bs}"] = s
-    extra, emb = _breadth(artifact, data, config, notes, reference_embeddings, reference_name)
+    extra, emb = _optional_sections(artifact, data, config, notes, reference_embeddings, reference_name)
     return EvalResult(metrics, fid, latency, footprint(artifact), logits, probs, samples, notes, extra, emb)
 
 
-def _breadth(artifact: ModelArtifact, data: Dataset, config: EvalConfig, notes: list[str],
+def _optional_sections(artifact: ModelArtifact, data: Dataset, config: EvalConfig, notes: list[str],
              reference_embeddings: np.ndarray | None, reference_name: str | None
              ) -> tuple[dict[str, Any], np.ndarray | None]:
     """The optional sections (memory, knn, robustness) that ``config`` asks for."""

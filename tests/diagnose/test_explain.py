@@ -90,7 +90,7 @@ def test_sensitivity_value_is_validated() -> None:
 def test_report_renders_explain_section_escaped(outlier: dict, quantize_outlier) -> None:
     from modelpress.reports.explain_md import explain_markdown
     from modelpress.reports.html import render_html
-    from modelpress.reports.render import render_markdown
+    from modelpress.reports import render_markdown
 
     candidate, _ = quantize_outlier("dynamic")
     result = explain(candidate, outlier["artifact"], outlier["data"], config=FAST)
