@@ -51,7 +51,7 @@ def render_comparison_markdown(comparison: Comparison) -> str:
                   f"{_int(p['both_wrong'])}; top-1 agreement {_pct(p['top1_agreement'])}; exact McNemar p = "
                   f"{_sig(p['p_value'])}.", ""]
     if c.rows:
-        rows = [[md_escape(_label(r)), _cell(r["baseline"], r["kind"]), _cell(r["candidate"], r["kind"]),
+        rows = [[md_escape(_label(r)), _cell(r["baseline"], r["kind"], r), _cell(r["candidate"], r["kind"], r),
                  format_delta(r["kind"], r["baseline"], r["candidate"])] for r in c.rows]
         lines += ["## Metrics", "", *_table(["metric", "baseline", "candidate", "change"], rows), ""]
     if c.latency_rows:
@@ -123,14 +123,26 @@ def _ci(g: GateResult) -> str:
     return f"{_sig(g.ci_low)} to {_sig(g.ci_high)}"
 
 
+def _declared(row: dict[str, Any]) -> Any:
+    """The declaration behind a row (k-NN rows are keyed ``knn_<key>``), or None for undeclared measurements."""
+    key = str(row["key"])
+    if row["section"] == "knn" and key.startswith("knn_"):
+        key = key[len("knn_"):]
+    return find(row["section"], key)
+
+
 def _label(row: dict[str, Any]) -> str:
-    """The declared label; rows of optional measurements (``knn_accuracy``, ``peak_rss_bytes[...]``) show their key."""
-    declared = find(row["section"], row["key"])
+    """The declared label; undeclared measurements (``peak_rss_bytes[...]``, robustness levels) show their key."""
+    declared = _declared(row)
     return declared.label if declared is not None else str(row["key"])
 
 
-def _cell(value: Any, kind: str) -> str:
-    return format_value(kind, value) if _num(value) is not None else _text(value)
+def _cell(value: Any, kind: str, row: dict[str, Any] | None = None) -> str:
+    """A value as its declaration formats it (the same text report.md shows), else by its unit."""
+    if _num(value) is None:
+        return _text(value)
+    declared = _declared(row) if row is not None else None
+    return declared.format(value) if declared is not None else format_value(kind, value)
 
 
 def _p50_p99(median: Any, p99: Any) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..metric_schema import format_delta, metric
-from .fmt import NONE, compact_bytes as _bytes, compact_s as _seconds, finite_number as _num, number_or_dash
+from .fmt import NONE, compact_bytes as _bytes, compact_s as _seconds, finite_number as _num
 from .fmt import integer as _int, percent as _pct, plain_text as _str
 
 __all__ = ["measurement_tables"]
@@ -39,8 +39,10 @@ def _knn(stages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         elif s is not have[0]:
             accuracy += _delta_pts(knn.get("accuracy"), first)
         cosine = NONE
-        if _num(knn.get("reference_cosine_mean")) is not None:
-            cosine = f"{_fixed(knn['reference_cosine_mean'])} / {_fixed(knn.get('reference_cosine_min'))}"
+        mean, low = knn.get("reference_cosine_mean"), knn.get("reference_cosine_min")
+        if _num(mean) is not None or _num(low) is not None:
+            cosine = (f"{metric('knn.reference_cosine_mean').format(mean)} / "
+                      f"{metric('knn.reference_cosine_min').format(low)}")
         elif knn.get("reference_cosine_reason"):
             cosine = f"{NONE} ({knn['reference_cosine_reason']})"
         rows.append([_str(s.get("name")), _str(knn.get("layer") or "output"), _int(knn.get("k")),
@@ -116,10 +118,6 @@ def _cost(stages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 def _list(value: Any) -> list[Any]:
     """A report from elsewhere may hold anything where a list belongs: only a list is iterated."""
     return value if isinstance(value, list) else []
-
-
-def _fixed(value: Any) -> str:
-    return number_or_dash(value, lambda n: f"{n:.4f}")
 
 
 def _delta_pts(value: Any, base: float | None) -> str:

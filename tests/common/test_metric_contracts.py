@@ -23,7 +23,7 @@ PATHS = sorted(METRICS.names())
 
 #: A plausible value per unit, and how a worse / better one is made from it for a metric's direction.
 VALUES = {"fraction": 0.625, "ms": 1.25, "bytes": 40_960, "count": 12_345, "ratio": 1.5, "value": 0.375,
-          "per_s": 800.0, "s": 2.5}
+          "cosine": 0.9375, "per_s": 800.0, "s": 2.5}
 #: Gate thresholds the contract uses: wide enough that "far worse" fails and "better" passes.
 THRESHOLDS = {"max_accuracy_drop": 1.0, "max_f1_drop": 1.0, "max_auc_drop": 1.0, "min_fidelity": 0.5,
               "max_size_bytes": 60_000, "max_latency_ratio": 1.1}
@@ -81,12 +81,7 @@ def _report(*stages: dict[str, Any]) -> dict[str, Any]:
 
 #: Where report.md does not yet format a declared metric with its declaration, and what differs (strict xfail: the
 #: fix removes the entry).
-MARKDOWN_DRIFT = {
-    "knn.reference_cosine_mean": "reports/measurements.py writes k-NN cosines with 4 fixed decimals (0.1875), not "
-                                 "the declared 'value' formatter (0.188)",
-    "knn.reference_cosine_min": "reports/measurements.py shows the minimum cosine only beside the mean, with 4 fixed "
-                                "decimals",
-}
+MARKDOWN_DRIFT: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=MARKDOWN_DRIFT[p]))
@@ -108,11 +103,7 @@ def test_a_metric_renders_in_report_md_with_its_formatter(path):
 
 #: Where compare's table does not yet read a declaration whole, and what differs; strict: fixing it fails the xfail,
 #: so the entry is removed with the fix.
-COMPARE_DRIFT = {
-    "footprint.sparsity": "compare formats by unit and ignores Metric.decimals (62.50% where report.md has 62.5%)",
-    "knn.accuracy": "compare labels k-NN rows by their key (knn_accuracy), not the declared label",
-    "knn.reference_cosine_mean": "compare labels k-NN rows by their key, not the declared label",
-}
+COMPARE_DRIFT: dict[str, str] = {}
 
 
 def _compared_params():
