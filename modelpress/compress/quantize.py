@@ -38,6 +38,7 @@ from ..data import Dataset
 from ..errors import GateFailed, InputError
 from ..runtime.target import TARGET_NAMES, Target, detect_host, resolve_target
 from . import quantize_onnx as qo
+from .equalize import correct_biases
 from .quantize_accuracy import accuracy_search, relative_drop
 from .quantize_targets import TargetDefaults, defaults_for, saturation_fix
 from .quantize_torch import TRANSFORM, run_torch_dynamic
@@ -88,6 +89,9 @@ class QuantizeConfig(Checked, StageConfig):
     symmetric_activations: bool = option(False, help="Static mode: symmetric activation ranges.")
     reduce_range: bool | None = option(None, help="7-bit weights: no saturation on CPUs without VNNI"
                                                   + _TARGET_DEFAULT + ", on for x86-avx2/avx512.")
+    bias_correction: bool | None = option(None, help="Static mode: subtract from each Conv's bias the mean output "
+                                                     "shift its weight rounding causes, measured on the calibration "
+                                                     "data" + _TARGET_DEFAULT + ".")
     quant_format: str = option("qdq", Options(FORMATS), cli="--format", help="Q/DQ nodes or QOperator ops.")
     op_types: tuple[str, ...] = option((), help="Op types to quantize, comma-separated or repeated (default: per "
                                                 "mode).")
@@ -147,7 +151,8 @@ class QuantizeConfig(Checked, StageConfig):
 
 
 #: Fields whose ``None`` means "take it from the target's row of :data:`.quantize_targets.DEFAULTS`".
-TARGET_FIELDS = ("activation_type", "weight_type", "reduce_range", "per_channel", "residual_sum")
+TARGET_FIELDS = ("activation_type", "weight_type", "reduce_range", "per_channel", "residual_sum",
+                 "bias_correction")
 
 
 def resolve_defaults(config: QuantizeConfig, target: Target | None = None) -> tuple[QuantizeConfig, list[str]]:
@@ -223,6 +228,9 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     overflow = _fp16_overflow(prepared, config, ctx, user, meta) if config.mode == "fp16" else []
     base_exclude = sorted(set(user) | set(small) | set(overflow))
     skipped_types = Counter(op for name, op in everything.items() if name not in chosen)
+    if config.mode == "static" and config.bias_correction and "Conv" in op_types:
+        assert calibration is not None
+        prepared = _bias_corrected(prepared, config, calibration, base_exclude, tmp, notes, meta)
     for op, count in sorted(skipped_types.items()):
         notes.append(f"not quantized in {config.mode} mode: {op} ×{count} ({_why_not(op, config)})")
     if small:
@@ -367,6 +375,24 @@ def _fp16_overflow(prepared: Path, config: QuantizeConfig, ctx: StageContext, us
     ctx.notes.append(f"fp16: kept {len(needed)} node(s) in FP32 around {len(found)} tensor(s) above 65504 "
                      f"(largest {top['max_abs']:.3g} from {top['producer']}): {', '.join(needed[:8])}")
     return needed
+
+
+def _bias_corrected(prepared: Path, config: QuantizeConfig, calibration: Dataset, exclude: list[str], tmp: Path,
+                    notes: list[str], meta: dict[str, Any]) -> Path:
+    """``prepared`` with each quantized Conv's bias corrected for the rounding of its int8 weights (Nagel et al.
+    2019; :func:`.equalize.correct_biases`), measured on the calibration data; the measurement behind the default
+    is in :mod:`.quantize_targets`."""
+    if config.weight_type != "int8":
+        notes.append("bias correction skipped: it models symmetric int8 weights, not --weight-type uint8")
+        return prepared
+    model = qo.load(prepared)
+    reader = qo.CalibrationReader(calibration, qo.graph_input_names(model), config.calibration_batch_size)
+    n = correct_biases(model, iter(reader.get_next, None), per_channel=bool(config.per_channel),
+                       reduce_range=bool(config.reduce_range), exclude=tuple(exclude))
+    meta["bias_correction"] = {"convs": n, "samples": len(calibration)}
+    notes.append(f"bias correction: {n} Conv biases corrected for their weights' rounding "
+                 f"({len(calibration)} calibration samples)")
+    return qo.save(model, tmp / "bias-corrected.onnx") if n else prepared
 
 
 def _why_not(op: str, config: QuantizeConfig) -> str:

@@ -190,3 +190,31 @@ def test_bias_correction_leaves_excluded_convs_alone() -> None:
     assert correct_biases(model, [{"x": _x(8)}], per_channel=True, reduce_range=False, exclude=("conv1",)) == 2
     np.testing.assert_array_equal(_weights(model)["b1"], before["b1"])
     assert not np.array_equal(_weights(model)["b2"], before["b2"])
+
+
+def test_quantize_stage_applies_bias_correction(tmp_path) -> None:
+    """The static quantize stage corrects Conv biases by default (the target table), records it, and skips U8U8."""
+    from modelpress.compress import StageContext, run_stage
+    from modelpress.compress.quantize import QuantizeConfig
+    from modelpress.data import load_data
+    from modelpress.sources import load_model
+
+    train, test = load_data("sklearn:digits", split="train"), load_data("sklearn:digits", split="test")
+    fp32 = load_model("zoo:cnn", data=test)
+
+    def quantize(name: str, **kw: object) -> tuple[dict, list[str], dict[str, np.ndarray]]:
+        ctx = StageContext(work_dir=tmp_path / name, train=train, eval=test, calibration=train)
+        out = run_stage(fp32, QuantizeConfig(mode="static", target="x86-vnni", guard=False, **kw), ctx)
+        q = out.metadata["quantization"]
+        biases = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out.path)).graph.initializer
+                  if i.data_type == TensorProto.INT32}
+        return q, ctx.notes, biases
+
+    q, notes, corrected = quantize("bc")
+    assert q["bias_correction"]["convs"] >= 2 and "bias_correction" in q["target"]["defaults_from_target"]
+    assert any(n.startswith("bias correction: ") for n in notes)
+    q_off, _, plain = quantize("off", bias_correction=False)
+    assert "bias_correction" not in q_off
+    assert any(not np.array_equal(corrected[k], plain[k]) for k in plain if k in corrected)
+    _, notes_u8, _ = quantize("u8u8", weight_type="uint8")
+    assert "bias correction skipped: it models symmetric int8 weights, not --weight-type uint8" in notes_u8
