@@ -22,7 +22,7 @@ from typing import Any
 from .. import progress
 from ..artifacts import MANIFEST, ModelArtifact, check_inputs
 from ..compress.registry import COST_KEY, StageConfig, StageContext, run_stage
-from ..data import Dataset, load_data, parse_data
+from ..data import Dataset, load_data, overlap, parse_data
 from ..errors import BackendUnavailable, GateFailed, InputError
 from ..evaluate.evaluator import EvalResult, evaluate
 from ..io import read_json, remove_stale_temps, write_json
@@ -57,7 +57,8 @@ class RunData:
 
 
 def load_run_data(spec: DataSpec, *, need_train: bool) -> RunData:
-    """Eval data from the test split; training and calibration data from the train split unless named."""
+    """Eval data as named (a file whole, a bundled ``sklearn:`` set's test split); training and calibration data as
+    named, else ``EVAL#train`` (which overlaps a whole-file eval: :func:`overlap_warnings` says so)."""
     eval_data = load_data(spec.eval, split="test", label_column=spec.label_column)
     train = None
     if spec.train or need_train:
@@ -65,6 +66,23 @@ def load_run_data(spec: DataSpec, *, need_train: bool) -> RunData:
         train = load_data(spec.train or f"{unsplit}#train", label_column=spec.label_column)
     calib = load_data(spec.calibration, split="train", label_column=spec.label_column) if spec.calibration else train
     return RunData(eval_data, train, calib)
+
+
+def overlap_warnings(data: RunData) -> list[str]:
+    """A warning per training / calibration set that holds evaluation samples: a stage that trains or calibrates
+    on them is judged on samples it saw (a data file is used whole for evaluation, so ``FILE#train`` overlaps it)."""
+    warnings: list[str] = []
+    seen: list[Dataset] = []
+    for role, used in (("training", data.train), ("calibration", data.calibration)):
+        if used is None or any(used is s for s in seen):
+            continue
+        seen.append(used)
+        shared = overlap(used, data.eval)
+        if shared:
+            warnings.append(f"{role} data {used.source} ({used.split}) holds {shared} of the {len(data.eval)} "
+                            f"evaluation samples: a stage that trains or calibrates on it is evaluated on samples "
+                            f"it saw; give data.eval FILE#test or separate data.train / data.calibration")
+    return warnings
 
 
 def tensorboard_dir(spec: PipelineSpec, out_dir: Path) -> Path:
@@ -249,6 +267,9 @@ class _Runner:
         planned = (["00-original"] if leading_train == 0 else []) + [
             stage_dir_name(i, c.kind) for i, c in enumerate(spec.stages, start=1)]
         report = new_report(spec.name, data=self.data.eval.describe(), threads=spec.evaluate.threads)
+        overlaps = overlap_warnings(self.data) if spec.stages else []
+        if overlaps:
+            report["data"]["warnings"] = overlaps
         report["pipeline"] = {"spec": spec.source, "stages_planned": planned, "complete": False, "skipped": [],
                               "gates": dict(spec.gates), "cache": "resume" if self.resume else "recomputed"}
         done: list[_Done] = []
@@ -284,6 +305,7 @@ class _Runner:
             raise InputError("the pipeline produced no stage to report")
         for skip in report["pipeline"]["skipped"]:
             done[-1].stage["notes"].append(f"optional stage {skip['name']} was skipped: {skip['reason']}")
+        done[-1].stage["notes"].extend(f"warning: {w}" for w in overlaps)
         report["pipeline"]["complete"] = True
         failed = self._gates(report, done, reference)
         self._write(report, done, final=True)

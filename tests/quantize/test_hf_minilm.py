@@ -38,7 +38,7 @@ def minilm(texts, tmp_path_factory):
     from safetensors.torch import save_file
 
     with hf.use_tokenizer(MODEL, max_length=32):
-        train, test = load_data(str(texts), split="train"), load_data(str(texts), split="test")
+        train, test = load_data(f"{texts}#train"), load_data(f"{texts}#test")  # a file is used whole unless split
     artifact = load_model(MODEL, data=test)
     train_head(artifact, train, epochs=20, lr=1e-2)
     folder = tmp_path_factory.mktemp("minilm")
