@@ -94,7 +94,9 @@ def evaluate(model: str, data_ref: str, weights: str | None, backend: tuple[str,
                 click.echo(f"note: no embedding cosine similarity to the reference: {exc}", err=True)
     result = run_eval(artifact, data, config=config, reference_logits=ref_logits, reference_name=reference,
                       reference_embeddings=ref_embeddings)
-    report = new_report(run_name, data=data.describe(), threads=threads)
+    # the class count is the model's: the data may hold a subset of its classes (predictions.npz has one column each)
+    report = new_report(run_name, data={**data.describe(), "n_classes": len(result.class_names),
+                                        "class_names": list(result.class_names)}, threads=threads)
     stage = stage_result("evaluate", "evaluate", {"model": model, "backends": list(backend) or None},
                          artifact, result, out_dir=out / run_name, notes=list(_State.notes))
     if artifact.metadata.get("cost"):  # what the stage that made this artifact cost (training, calibration)

@@ -81,6 +81,7 @@ class EvalResult:
     notes: list[str]
     extra: dict[str, Any] = field(default_factory=dict)  # the EXTRA_SECTIONS that were measured
     embeddings: np.ndarray | None = None  # of the k-NN probe: the reference for later stages' cosine similarity
+    class_names: tuple[str, ...] = ()  # one per model output (:func:`model_classes`); empty: not recorded
 
     def as_stage_fields(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "fidelity": self.fidelity, "latency": self.latency,
@@ -93,10 +94,7 @@ def predict(artifact: ModelArtifact, data: Dataset, *, backend: str | None = Non
     backend = backend or native_backend(artifact)
     first = next(data.batches(1))[0]
     check_inputs(artifact.inputs, first, model=artifact.source)
-    if data.n_classes > artifact.n_classes:
-        raise InputError(
-            f"data {data.source} has {data.n_classes} classes but model {artifact.source} outputs {artifact.n_classes}"
-        )
+    check_labels(data, artifact.n_classes, artifact.source)
     runner = make_runner(artifact, backend, threads=threads)
     outputs = []
     with progress.bar(len(data), f"predict {backend}", unit="sample") as bar:
@@ -108,6 +106,28 @@ def predict(artifact: ModelArtifact, data: Dataset, *, backend: str | None = Non
     if len(logits) != len(data):
         raise InputError(f"model {artifact.source} returned {len(logits)} rows for {len(data)} samples")
     return logits
+
+
+def check_labels(data: Dataset, n_classes: int, model: str) -> None:
+    """A label the model cannot output is an input error (exit 2); classes absent from the data are fine."""
+    top = int(data.y.max())
+    if top >= n_classes:
+        bad = int((data.y >= n_classes).sum())
+        raise InputError(f"data {data.source} has {bad} of {len(data)} labels ≥ {n_classes} (up to {top}) but model "
+                         f"{model} outputs {n_classes} classes (labels 0..{n_classes - 1})")
+
+
+def model_classes(artifact: ModelArtifact, data: Dataset, logits: np.ndarray) -> tuple[str, ...]:
+    """The class names of the model's outputs: the class count is the model's (its output width; one logit = two
+    classes), names from the artifact's ``class_names``, else the data's where they cover those outputs, else
+    indices. The data may hold any subset of the classes (an ImageNet model judged on a few hundred images)."""
+    width = int(logits.shape[1]) if logits.ndim == 2 else 1
+    n = 2 if width == 1 else width
+    check_labels(data, n, artifact.source)
+    if artifact.class_names and len(artifact.class_names) == n:
+        return tuple(str(c) for c in artifact.class_names)
+    names = [str(c) for c in data.class_names[:n]]
+    return (*names, *(str(i) for i in range(len(names), n)))
 
 
 def _run_checked(runner: Any, batch: dict[str, np.ndarray], source: str) -> np.ndarray:
@@ -135,15 +155,15 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
     main_backend = native_backend(artifact)
     logits = predict(artifact, data, backend=main_backend, threads=config.threads,
                      batch_size=config.predict_batch_size)
-    probs, score_kind = to_probabilities(logits, n_classes=artifact.n_classes)
+    names = model_classes(artifact, data, logits)
+    probs, score_kind = to_probabilities(logits, n_classes=len(names))
     if score_kind != "softmax(logits)":
         notes.append(f"scores are {score_kind}")
     notes += [n for n in [host_mismatch_note(artifact, data, logits)] if n]  # INT8 built for other kernels
-    metrics = classification_metrics(data.y, logits, n_classes=artifact.n_classes,
-                                     class_names=list(artifact.class_names or data.class_names))
+    metrics = classification_metrics(data.y, logits, n_classes=len(names), class_names=list(names))
     fid = None
     if reference_logits is not None:
-        fid = fidelity(reference_logits, logits, n_classes=artifact.n_classes)
+        fid = fidelity(reference_logits, logits, n_classes=len(names))
         fid = {"reference": reference_name, **fid}
     latency: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
@@ -162,7 +182,7 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
                     latency.append(stats)
                     samples[f"{stats['backend']}::b{bs}"] = s
     extra, emb = _optional_sections(artifact, data, config, notes, reference_embeddings, reference_name)
-    return EvalResult(metrics, fid, latency, footprint(artifact), logits, probs, samples, notes, extra, emb)
+    return EvalResult(metrics, fid, latency, footprint(artifact), logits, probs, samples, notes, extra, emb, names)
 
 
 def _optional_sections(artifact: ModelArtifact, data: Dataset, config: EvalConfig, notes: list[str],

@@ -1,9 +1,13 @@
 """Classification metrics and output fidelity, as thin wrappers over scikit-learn.
 
 Pure numpy / scikit-learn (no torch), so a report can be recomputed from ``predictions.npz`` alone.
-Every averaged metric passes ``labels=range(n_classes)``, so a class that never occurs in a small evaluation set
-still counts (as 0, ``zero_division=0``) instead of silently changing what "macro" averages over.
-ROC-AUC is computed from scores, never from hard labels; where it is undefined it is ``None`` plus a reason.
+The class count is the model's (``n_classes``: its output width), and the evaluation set may hold only some of the
+classes (an ImageNet model judged on 128 images). Every averaged metric passes ``labels=`` the classes present in
+``y_true``, so macro averages are over classes that have samples (an absent class would count as 0 and drag a
+1000-class macro recall to nearly nothing); predictions of absent classes still count as errors. ``per_class`` has a
+row per present class; ``classes_present`` / ``classes_absent`` count the rest. ROC-AUC is computed from scores,
+never from hard labels, one-vs-rest over the present classes (its rule stated in ``roc_auc_rule``); where it is
+undefined it is ``None`` plus a reason.
 """
 
 from __future__ import annotations
@@ -121,7 +125,8 @@ def _as_labels(y_true: Any, n_classes: int) -> np.ndarray:
 
 def _roc_auc(
     y_true: np.ndarray, log_probs: np.ndarray, n_classes: int, names: list[str]
-) -> tuple[float | None, str | None]:
+) -> tuple[float | None, str | None, str | None]:
+    """``(value, reason it is undefined, rule it was computed by)``."""
     from sklearn import metrics as skm  # lazily: scikit-learn takes ~1 s to import, and `modelpress --help` needs none
 
     present = np.unique(y_true)
@@ -130,21 +135,16 @@ def _roc_auc(
         return None, (
             f"ROC-AUC is undefined: y_true holds only one class ({only}: {names[only]!r}), "
             "so there are no negatives to rank against"
-        )
+        ), None
     if n_classes == 2:
         # log-odds of the positive class: the same ranking as p[:, 1], without float saturation ties
-        return float(skm.roc_auc_score(y_true, log_probs[:, 1] - log_probs[:, 0])), None
-    absent = sorted(set(range(n_classes)) - {int(c) for c in present})
-    if absent:
-        listed = ", ".join(f"{c} ({names[c]!r})" for c in absent)
-        return None, (
-            f"ROC-AUC (one-vs-rest macro) is undefined: class{'es' if len(absent) > 1 else ''} {listed} "
-            f"{'have' if len(absent) > 1 else 'has'} no samples in y_true"
-        )
-    # One-vs-rest macro, exactly as scikit-learn's multi_class="ovr": the mean of each class's binary AUC, here
-    # ranked by log-probabilities (same order as probabilities, no saturation ties).
-    per_class = [skm.roc_auc_score((y_true == c).astype(int), log_probs[:, c]) for c in range(n_classes)]
-    return float(np.mean(per_class)), None
+        return float(skm.roc_auc_score(y_true, log_probs[:, 1] - log_probs[:, 0])), None, "binary"
+    # One-vs-rest macro over the classes present, each class's binary AUC ranked by its log-probability (same order
+    # as probabilities, no saturation ties): with every class present, exactly scikit-learn's multi_class="ovr".
+    per_class = [skm.roc_auc_score((y_true == c).astype(int), log_probs[:, c]) for c in present]
+    rule = (f"one-vs-rest macro over the {len(present)} classes present in y_true"
+            + (f" (of {n_classes} the model outputs)" if len(present) < n_classes else ""))
+    return float(np.mean(per_class)), None, rule
 
 
 def classification_metrics(
@@ -160,14 +160,16 @@ def classification_metrics(
         y_true: ``(n,)`` integer class indices in ``[0, n_classes)``.
         y_score: ``(n, n_classes)`` probabilities or logits. Pass logits where you have them: ROC-AUC is ranked
             by log-probabilities, and logits keep the ranking of very confident outputs that probabilities lose.
-        n_classes: Number of classes; fixes the label set so absent classes still count in macro averages.
+        n_classes: The model's class count (its output width); labels must be below it.
         class_names: Optional names, one per class, used in ``per_class`` and in ROC-AUC reasons.
 
     Returns:
         A dict with exactly the keys ``accuracy, balanced_accuracy, precision_macro, precision_weighted,
-        recall_macro, recall_weighted, f1_macro, f1_weighted, roc_auc, roc_auc_reason, per_class,
-        confusion_matrix, n_samples``. All scores are fractions in ``[0, 1]``; ``roc_auc`` is ``None`` with a
-        one-sentence ``roc_auc_reason`` when y_true lacks a class (the stated policy), else the reason is ``None``.
+        recall_macro, recall_weighted, f1_macro, f1_weighted, roc_auc, roc_auc_reason, roc_auc_rule, per_class,
+        classes_present, classes_absent, confusion_matrix, n_samples``. Averages are over the classes present
+        (module docstring); ``per_class`` has one row per present class; the confusion matrix covers all
+        ``n_classes``. ``roc_auc`` is ``None`` with a one-sentence ``roc_auc_reason`` when y_true holds one class
+        only (the stated policy), else the reason is ``None`` and ``roc_auc_rule`` says how it was averaged.
 
     Raises:
         InputError: empty input, mismatched lengths, labels out of range, non-finite scores, hard labels
@@ -195,7 +197,7 @@ def classification_metrics(
             raise InputError(f"class_names has {len(names)} entries but the data has {n_classes} classes")
 
     y_pred = probs.argmax(axis=1)
-    labels = list(range(n_classes))
+    labels = [int(c) for c in np.unique(labels_arr)]  # the classes present (module docstring)
     common = {"labels": labels, "zero_division": 0}
     with warnings.catch_warnings():
         # balanced_accuracy warns when y_pred has classes y_true lacks; it averages over y_true's classes by design.
@@ -208,16 +210,17 @@ def classification_metrics(
     for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
         for average in ("macro", "weighted"):
             out[f"{name}_{average}"] = float(fn(labels_arr, y_pred, average=average, **common))
-    out["roc_auc"], out["roc_auc_reason"] = _roc_auc(
+    out["roc_auc"], out["roc_auc_reason"], out["roc_auc_rule"] = _roc_auc(
         labels_arr, log_probabilities(score_arr, n_classes=n_classes), n_classes, names
     )
     prec, rec, f1, support = skm.precision_recall_fscore_support(labels_arr, y_pred, average=None, **common)
     out["per_class"] = [
-        {"index": i, "name": names[i], "precision": float(prec[i]), "recall": float(rec[i]),
+        {"index": c, "name": names[c], "precision": float(prec[i]), "recall": float(rec[i]),
          "f1": float(f1[i]), "support": int(support[i])}
-        for i in labels
+        for i, c in enumerate(labels)
     ]
-    out["confusion_matrix"] = skm.confusion_matrix(labels_arr, y_pred, labels=labels).tolist()
+    out["classes_present"], out["classes_absent"] = len(labels), n_classes - len(labels)
+    out["confusion_matrix"] = skm.confusion_matrix(labels_arr, y_pred, labels=list(range(n_classes))).tolist()
     out["n_samples"] = int(len(labels_arr))
     return out
 

@@ -51,14 +51,18 @@ def test_wrong_feature_shape_says_expected_vs_got(trained_mlp):
         predict(artifact, cancer)
 
 
-def test_more_classes_in_data_than_model_outputs(digits, tmp_path):
+def test_labels_beyond_the_model_outputs_are_refused_but_unused_class_names_are_not(digits, tmp_path):
     from modelpress.data import Dataset
 
     _, test = digits
     artifact = load_model("zoo:mlp", data=test)
-    twelve = Dataset(test.inputs, test.y, tuple(str(i) for i in range(12)), "mem")
-    with pytest.raises(InputError, match="data mem has 12 classes but model zoo:mlp outputs 10"):
-        predict(artifact, twelve)
+    y = test.y.copy()
+    y[[3, 7]] = 11
+    beyond = Dataset(test.inputs, y, tuple(str(i) for i in range(12)), "mem")
+    with pytest.raises(InputError, match=r"data mem has 2 of 450 labels ≥ 10 \(up to 11\) but model zoo:mlp outputs 10"):
+        predict(artifact, beyond)
+    twelve_names = Dataset(test.inputs, test.y, tuple(str(i) for i in range(12)), "mem")  # labels all < 10
+    assert predict(artifact, twelve_names).shape == (450, 10)
 
 
 def test_onnx_artifact_evaluates_on_onnxruntime_and_skips_torch_latency(trained_mlp, digits, tmp_path):

@@ -96,3 +96,58 @@ def test_a_pipeline_that_trains_on_its_evaluation_samples_says_so(tmp_path, tiny
     else:
         assert warnings == [] and notes == []
         assert (report["data"]["n_source"], report["data"]["n_samples"]) == (40, 10)
+
+
+# ---- the class count is the model's ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def nine_classes(digits, tmp_path_factory):
+    """Digits test samples of classes 0-8 only (a 10-output model's data holding 9 of its classes)."""
+    _, test = digits
+    keep = test.y != 9
+    path = tmp_path_factory.mktemp("nine") / "nine.npz"
+    np.savez(path, x=test.inputs["input"][keep], y=test.y[keep])
+    return path
+
+
+def test_a_ten_output_model_on_nine_classes_matches_sklearn_over_the_present_labels(trained_mlp, nine_classes,
+                                                                                    run_cli, tmp_path):
+    artifact, folder = trained_mlp
+    r = run_cli("evaluate", folder, "--data", nine_classes, "--no-latency", "--json", "--out", tmp_path)
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)["metrics"]
+    with np.load(nine_classes) as npz:
+        x, y = npz["x"], npz["y"]
+    probs = _softmax(_logits(artifact, x))
+    y_pred, present = probs.argmax(1), list(range(9))
+    assert got["recall_macro"] == pytest.approx(skm.recall_score(y, y_pred, average="macro", labels=present))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y, y_pred, average="macro", labels=present))
+    want_auc = np.mean([skm.roc_auc_score(y == c, probs[:, c]) for c in present])
+    assert got["roc_auc"] == pytest.approx(want_auc, abs=1e-9)
+    assert got["roc_auc_rule"] == "one-vs-rest macro over the 9 classes present in y_true (of 10 the model outputs)"
+    assert [row["index"] for row in got["per_class"]] == present
+    (report,) = tmp_path.glob("*/report.json")
+    data = json.loads(report.read_text())["data"]
+    assert data["n_classes"] == 10 and len(data["class_names"]) == 10  # the model's classes: compare reads these
+
+
+def test_a_factory_model_keeps_its_own_output_count(nine_classes, run_cli, tmp_path, monkeypatch):
+    """The issue's ImageNet case: a factory whose head has more outputs than the data has classes."""
+    (tmp_path / "tenhead.py").write_text("import torch\ndef make():\n    torch.manual_seed(0)\n"
+                                         "    return torch.nn.Linear(64, 10)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = run_cli("evaluate", "tenhead:make", "--data", nine_classes, "--no-latency", "--json", "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["metrics"]["classes_absent"] == 1
+
+
+def test_a_label_the_model_cannot_output_is_exit_2(trained_mlp, digits, run_cli, tmp_path):
+    _, folder = trained_mlp
+    _, test = digits
+    y = test.y.copy()
+    y[0] = 10
+    path = tmp_path / "ten.npz"
+    np.savez(path, x=test.inputs["input"], y=y)
+    r = run_cli("evaluate", folder, "--data", path, "--no-latency", "--out", tmp_path / "r")
+    assert r.exit_code == 2
+    assert "has 1 of 450 labels ≥ 10 (up to 10) but model" in r.stderr and "outputs 10 classes" in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2  # the one-line error (and at most its hint)

@@ -11,7 +11,8 @@ from modelpress.runtime.metrics import classification_metrics, fidelity, to_prob
 
 KEYS = {
     "accuracy", "balanced_accuracy", "precision_macro", "precision_weighted", "recall_macro", "recall_weighted",
-    "f1_macro", "f1_weighted", "roc_auc", "roc_auc_reason", "per_class", "confusion_matrix", "n_samples",
+    "f1_macro", "f1_weighted", "roc_auc", "roc_auc_reason", "roc_auc_rule", "per_class", "classes_present",
+    "classes_absent", "confusion_matrix", "n_samples",
 }
 
 
@@ -76,22 +77,25 @@ def test_one_class_roc_auc_is_null_with_reason_and_other_metrics_present() -> No
     )
     assert got["accuracy"] == pytest.approx(4 / 6)
     assert got["confusion_matrix"] == [[4, 2], [0, 0]]
-    assert got["per_class"][1] == {"index": 1, "name": "dog", "precision": 0.0, "recall": 0.0, "f1": 0.0,
-                                   "support": 0}
+    assert [c["index"] for c in got["per_class"]] == [0]  # rows for present classes only
+    assert (got["classes_present"], got["classes_absent"], got["roc_auc_rule"]) == (1, 1, None)
 
 
-def test_absent_class_in_multiclass_roc_auc_is_null_naming_the_classes() -> None:
-    y_true = np.array([0, 1, 2, 0, 1, 2])
-    probs = np.full((6, 5), 0.2)
-    probs[np.arange(6), y_true] = 0.6
+def test_absent_classes_leave_the_averages_and_roc_auc_over_the_present_ones() -> None:
+    rng = np.random.default_rng(4)
+    y_true = np.array([0, 1, 2, 0, 1, 2, 0, 2])
+    probs = rng.dirichlet(np.ones(5), size=8)
+    probs[np.arange(8), y_true] += 0.3 * rng.random(8)
     probs /= probs.sum(axis=1, keepdims=True)
     got = classification_metrics(y_true, probs, n_classes=5)
-    assert got["roc_auc"] is None
-    assert got["roc_auc_reason"] == (
-        "ROC-AUC (one-vs-rest macro) is undefined: classes 3 ('3'), 4 ('4') have no samples in y_true"
-    )
-    assert got["accuracy"] == 1.0
-    assert got["recall_macro"] == pytest.approx(3 / 5)  # absent classes count as 0 with labels=range(5)
+    y_pred = probs.argmax(axis=1)
+    want_auc = np.mean([skm.roc_auc_score(y_true == c, probs[:, c]) for c in (0, 1, 2)])
+    assert got["roc_auc"] == pytest.approx(want_auc) and got["roc_auc_reason"] is None
+    assert got["roc_auc_rule"] == "one-vs-rest macro over the 3 classes present in y_true (of 5 the model outputs)"
+    want_recall = skm.recall_score(y_true, y_pred, average="macro", labels=[0, 1, 2], zero_division=0)
+    assert got["recall_macro"] == pytest.approx(want_recall)
+    assert [c["index"] for c in got["per_class"]] == [0, 1, 2]
+    assert (got["classes_present"], got["classes_absent"]) == (3, 2)
     assert len(got["confusion_matrix"]) == 5
 
 
