@@ -17,7 +17,7 @@ from ..errors import InputError
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Write to this file (atomically) instead of stdout.")
 def report(run_dir: Path, fmt: str, output: Path | None) -> None:
-    """Print the report of RUN_DIR (a run folder or its report.json) as Markdown, HTML or JSON.
+    """Print the report of RUN_DIR (a report.json, its run folder or a folder holding one run) as Markdown, HTML, JSON.
 
     HTML is one self-contained page (plots embedded); ROC curves need the run's predictions.npz.
 
@@ -27,7 +27,9 @@ def report(run_dir: Path, fmt: str, output: Path | None) -> None:
     """
     from ..io import write_text
     from ..reports import load_report, render_markdown
+    from ..reports.storage import report_path
 
+    run_dir = report_path(run_dir)  # a report.json, its run folder, or a reports folder holding one run
     loaded = load_report(run_dir)
     if fmt == "html":
         from ..reports.html import load_predictions, render_html
@@ -77,7 +79,8 @@ def compare(baseline: Path, candidate: Path, baseline_stage: str | None, candida
             max_latency_ratio: float | None, max_size_bytes: int | None, max_size_ratio: float | None,
             min_fidelity: str | None, alpha: float, force_latency: bool, n_boot: int, seed: int,
             junit_path: Path | None, markdown_path: Path | None, as_json: bool) -> None:
-    """Compare CANDIDATE with BASELINE (report.json files or run folders); exit 1 when a gate fails.
+    """Compare CANDIDATE with BASELINE (report.json files, run folders, or folders holding one run); exit 1 when a gate
+    fails.
 
     A metric gate fails only when the drop exceeds its limit AND is statistically significant at --alpha, on the
     paired per-sample predictions in predictions.npz; a latency gate only when the ratio's 95% CI lies above the
@@ -95,6 +98,9 @@ def compare(baseline: Path, candidate: Path, baseline_stage: str | None, candida
         "max_latency_ratio": max_latency_ratio, "max_size_bytes": max_size_bytes, "max_size_ratio": max_size_ratio,
         "min_fidelity": min_fidelity, "alpha": alpha, "force_latency": force_latency, "n_boot": n_boot, "seed": seed,
     })
+    from ..reports.storage import report_path
+
+    baseline, candidate = report_path(baseline), report_path(candidate)  # DIR holding one run → DIR/NAME/report.json
     _check_compare_outputs([p for p in (junit_path, markdown_path) if p is not None], [baseline, candidate])
     comparison = compare_runs(baseline, candidate, gates=gates, baseline_stage=baseline_stage,
                               candidate_stage=candidate_stage)

@@ -25,7 +25,7 @@ from ..errors import GateFailed, InputError
 from ..io import _json_safe
 from .gates import GATE_KEYS, GateConfig, GateResult, PairedPredictions, Threshold, judge_gates
 from ..metric_schema import compared
-from .storage import PREDICTIONS_FILENAME, load_predictions
+from .storage import PREDICTIONS_FILENAME, load_predictions, report_path
 from .schema import REPORT_FILENAME, load_report, validate_report
 
 __all__ = [
@@ -113,7 +113,7 @@ def compare_runs(baseline: str | os.PathLike[str], candidate: str | os.PathLike[
 
     See :func:`compare_reports`; the paths name the sides in messages.
     """
-    base_path, cand_path = Path(baseline), Path(candidate)
+    base_path, cand_path = report_path(baseline), report_path(candidate)  # a reports folder with one run works too
     return compare_reports(
         load_report(base_path), load_report(cand_path), gates=gates, baseline_stage=baseline_stage,
         candidate_stage=candidate_stage, baseline_predictions=load_predictions(base_path),

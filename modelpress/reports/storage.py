@@ -21,7 +21,7 @@ from .markdown import render_markdown
 from .schema import REPORT_FILENAME, validate_report
 
 __all__ = ["MARKDOWN_FILENAME", "MAX_PREDICTIONS_BYTES", "PREDICTIONS_FILENAME", "load_predictions",
-           "load_predictions_for_plots", "write_report"]
+           "load_predictions_for_plots", "report_path", "write_report"]
 
 MARKDOWN_FILENAME = "report.md"
 PREDICTIONS_FILENAME = "predictions.npz"
@@ -69,6 +69,31 @@ def write_report(
     write_json(json_path, checked)
     paths["json"] = json_path
     return paths
+
+
+def report_path(given: str | os.PathLike[str]) -> Path:
+    """The report.json that ``given`` names: the file itself, the run folder holding it, or a reports folder holding
+    exactly one run (``DIR/NAME/report.json``: what ``evaluate --out DIR`` and ``run --out DIR`` write).
+
+    Raises:
+        InputError: nothing there, no report in the folder or its runs, or several runs (they are listed).
+    """
+    path = Path(given)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; pass a report.json or the folder that holds it")
+    if not path.is_dir() or (path / REPORT_FILENAME).is_file():
+        return path / REPORT_FILENAME if path.is_dir() else path
+    try:
+        runs = sorted(d.name for d in path.iterdir() if d.is_dir() and (d / REPORT_FILENAME).is_file())
+    except OSError as exc:
+        raise InputError(f"cannot list {path} ({exc.strerror or exc})") from None
+    if len(runs) == 1:
+        return path / runs[0] / REPORT_FILENAME
+    if not runs:
+        raise InputError(f"{path} holds no {REPORT_FILENAME}, and no run folder with one",
+                         hint="pass a report.json or the run folder that holds it")
+    shown = ", ".join(runs[:10]) + (f", … ({len(runs)} in all)" if len(runs) > 10 else "")
+    raise InputError(f"{path} holds {len(runs)} runs ({shown}); name one: {path / runs[0]}")
 
 
 def load_predictions(report_path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:

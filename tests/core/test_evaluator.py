@@ -59,7 +59,8 @@ def test_labels_beyond_the_model_outputs_are_refused_but_unused_class_names_are_
     y = test.y.copy()
     y[[3, 7]] = 11
     beyond = Dataset(test.inputs, y, tuple(str(i) for i in range(12)), "mem")
-    with pytest.raises(InputError, match=r"data mem has 2 of 450 labels ≥ 10 \(up to 11\) but model zoo:mlp outputs 10"):
+    with pytest.raises(InputError, match=r"data mem has 2 of 450 labels ≥ 10 \(up to 11\) but model zoo:mlp "
+                                         r"outputs 10 classes"):
         predict(artifact, beyond)
     twelve_names = Dataset(test.inputs, test.y, tuple(str(i) for i in range(12)), "mem")  # labels all < 10
     assert predict(artifact, twelve_names).shape == (450, 10)

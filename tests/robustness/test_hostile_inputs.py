@@ -64,7 +64,7 @@ def test_factory_that_raises_and_model_with_wrong_output_shape(run_cli, tmp_path
         r = run_cli("evaluate", f"{mod}:broken", "--data", "sklearn:iris", "--no-latency")
         _one_line(r, 2, "model factory hostile_mods.m:broken raised RuntimeError: boom at build time")
         r = run_cli("evaluate", f"{mod}:two_outputs", "--data", "sklearn:iris", "--no-latency")
-        _one_line(r, 2, "model outputs 2 scores per sample but the data has 3 classes")
+        _one_line(r, 2, "data sklearn:iris has 12 of 38 labels ≥ 2 (up to 2) but model hostile_mods.m:two_outputs")
         r = run_cli("evaluate", f"{mod}:crashes", "--data", "sklearn:iris", "--no-latency")
         _one_line(r, 2, "model hostile_mods.m:crashes failed on a batch of input (38, 4) float32: RuntimeError: mat1")
     finally:
