@@ -79,7 +79,7 @@ def test_markdown_html_and_compare_show_the_measurements(breadth_run):
     keys = {row["key"]: row for row in comparison.rows}
     assert keys["knn_accuracy"]["kind"] == "fraction" and keys["epochs"]["baseline"] == 2
     assert keys["epochs"]["candidate"] == 1 and "accuracy[noise=0.5]" in keys
-    assert "knn_accuracy" in render_comparison_markdown(comparison)
+    assert "| k-NN accuracy |" in render_comparison_markdown(comparison)  # the declared label (metric_schema)
 
 
 def test_cached_rerun_keeps_the_measurements(breadth_run):
