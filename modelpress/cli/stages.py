@@ -175,7 +175,7 @@ def quantize(model: str, fp16_overflow: str, data_ref: str | None, weights: str 
 
     config = config_from_options(QuantizeConfig, fields, fp16_overflow=fp16_overflow.replace("-", "_"))
     if config.accuracy_tolerance is not None and not data_ref:
-        raise InputError("--accuracy-tolerance needs --data (the metric is measured on its test split)")
+        raise InputError("--accuracy-tolerance needs --data (the metric is measured on it)")
     with use_tokenizer(is_hf_model(model)):  # text data (*.jsonl / text *.csv) is tokenized like the model's
         artifact, notes = run_single_stage(config, model, data=data_ref, weights=weights, out=out, force=force,
                                            threads=threads, label_column=label_column,
