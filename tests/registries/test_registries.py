@@ -118,15 +118,20 @@ def register(registry):
 '''
 
 
-def test_a_third_party_data_loader_arrives_through_an_entry_point(tmp_path, monkeypatch):
-    (tmp_path / "mp_fake_plugin.py").write_text(PLUGIN, encoding="utf-8")
+def _install_plugin(tmp_path, monkeypatch, module: str, text: str, group: str, registry) -> None:
+    """Write a plugin module, advertise its ``register`` under ``group`` as an installed package would, and give the
+    test a copy of ``registry`` that has not read its entry points yet (the session's registry is left as it was)."""
+    (tmp_path / f"{module}.py").write_text(text, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
-    point = metadata.EntryPoint(name="bin", value="mp_fake_plugin:register", group="modelpress.data")
+    point = metadata.EntryPoint(name=module, value=f"{module}:register", group=group)
     real = metadata.entry_points
-    monkeypatch.setattr(metadata, "entry_points",
-                        lambda **kw: [point] if kw.get("group") == "modelpress.data" else real(**kw))
-    monkeypatch.setattr(LOADERS, "_entries", dict(LOADERS._entries))  # the session's registry is left as it was
-    monkeypatch.setattr(LOADERS, "_plugins_loaded", False)
+    monkeypatch.setattr(metadata, "entry_points", lambda **kw: [point] if kw.get("group") == group else real(**kw))
+    monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+
+
+def test_a_third_party_data_loader_arrives_through_an_entry_point(tmp_path, monkeypatch):
+    _install_plugin(tmp_path, monkeypatch, "mp_fake_plugin", PLUGIN, "modelpress.data", LOADERS)
     rows = np.array([[0.1, 0.2, 0], [0.3, 0.4, 1], [0.5, 0.6, 1]], dtype=np.float32)
     rows.tofile(tmp_path / "d.bin")
     data = load_data(str(tmp_path / "d.bin"), split="all")
@@ -192,13 +197,6 @@ def register(registry):
 def test_a_third_party_model_source_gets_the_parsed_reference(tmp_path, monkeypatch):
     from modelpress.sources import SOURCES, load_model, model_schemes
 
-    (tmp_path / "mp_fake_source.py").write_text(SOURCE_PLUGIN, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    point = metadata.EntryPoint(name="toy", value="mp_fake_source:register", group="modelpress.sources")
-    real = metadata.entry_points
-    monkeypatch.setattr(metadata, "entry_points",
-                        lambda **kw: [point] if kw.get("group") == "modelpress.sources" else real(**kw))
-    monkeypatch.setattr(SOURCES, "_entries", dict(SOURCES._entries))
-    monkeypatch.setattr(SOURCES, "_plugins_loaded", False)
+    _install_plugin(tmp_path, monkeypatch, "mp_fake_source", SOURCE_PLUGIN, "modelpress.sources", SOURCES)
     artifact = load_model("toy:5")
     assert artifact.n_classes == 5 and artifact.source == "toy:5" and "toy" in model_schemes()
