@@ -482,6 +482,8 @@ def resize_to_state(module: Any, shapes: dict[str, list[int]]) -> None:
             owner._buffers[attr] = fresh
     for sub in module.modules():
         if isinstance(sub, nn.modules.conv._ConvNd):
+            if 1 < sub.groups == sub.in_channels == sub.out_channels and sub.weight.shape[1] == 1:
+                sub.groups = sub.weight.shape[0]  # a depthwise conv stays depthwise: one group per kept channel
             sub.out_channels = sub.weight.shape[0]
             sub.in_channels = sub.weight.shape[1] * sub.groups
         elif isinstance(sub, nn.Linear):
