@@ -27,10 +27,12 @@ from ..errors import BackendUnavailable, GateFailed, InputError
 from ..evaluate.evaluator import EvalResult, evaluate
 from ..io import read_json, remove_stale_temps, write_json
 from ..reports import new_report, write_report
+from ..reports.schema import machine_fingerprint
 from ..sources import load_model, parse_model, trusted_code
 from . import run_folder
 from .cache import (
     CACHE_VERSION,
+    StageStore,
     artifact_digest,
     cached_eval,
     cached_record,
@@ -43,6 +45,7 @@ from .cache import (
 from .record import predictions_of, stage_entry, stage_record
 from .run_folder import EVAL_FILE, STAGE_FILE, STAGES_DIR, stage_dir_name
 from .spec import DataSpec, PipelineSpec
+from .timing import TimedStage, retime
 
 
 @dataclass
@@ -120,12 +123,14 @@ class PlannedStage:
     optional: bool = False
 
 
-def run_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) -> dict[str, Any]:
+def run_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True,
+                 store: StageStore | None = None) -> dict[str, Any]:
     """Run every stage of ``spec`` into the run folder ``out_dir`` and return the report written there."""
-    return execute_pipeline(spec, out_dir=out_dir, resume=resume).report
+    return execute_pipeline(spec, out_dir=out_dir, resume=resume, store=store).report
 
 
-def execute_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) -> RunOutcome:
+def execute_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True,
+                     store: StageStore | None = None) -> RunOutcome:
     """Validate inputs (data, model), then run, cache and report every stage; see the module docstring.
 
     Raises:
@@ -133,14 +138,14 @@ def execute_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) 
         GateFailed: a gate in ``spec.gates`` failed (the report, with the gate results, is written first).
     """
     with trusted_code(spec.named_code()):  # artifact folders may rebuild only with factories the spec names
-        return _execute(spec, out_dir=Path(out_dir), resume=resume)
+        return _execute(spec, out_dir=Path(out_dir), resume=resume, store=store)
 
 
 def _inputs(spec: PipelineSpec) -> list[str | None]:
     return [*spec.named_code(), spec.weights, spec.data.eval, spec.data.train, spec.data.calibration]
 
 
-def _execute(spec: PipelineSpec, *, out_dir: Path, resume: bool) -> RunOutcome:
+def _execute(spec: PipelineSpec, *, out_dir: Path, resume: bool, store: StageStore | None = None) -> RunOutcome:
     run_folder.refuse_inside_inputs(out_dir, _inputs(spec))
     run_folder.check_run_folder(out_dir)
     if spec.tensorboard:
@@ -155,7 +160,7 @@ def _execute(spec: PipelineSpec, *, out_dir: Path, resume: bool) -> RunOutcome:
         stages_dir = out_dir / STAGES_DIR
         stages_dir.mkdir(exist_ok=True)
         run_folder.remove_moved_aside(stages_dir)
-        return _Runner(spec, out_dir, data, resume=resume).run(original)
+        return _Runner(spec, out_dir, data, resume=resume, store=store).run(original)
 
 
 def plan_pipeline(spec: PipelineSpec, *, out_dir: Path, resume: bool = True) -> tuple[RunData, list[PlannedStage]]:
@@ -252,14 +257,17 @@ def _from_folder(folder: Path, digest: str) -> _Input:
 
 
 class _Runner:
-    def __init__(self, spec: PipelineSpec, out_dir: Path, data: RunData, *, resume: bool) -> None:
+    def __init__(self, spec: PipelineSpec, out_dir: Path, data: RunData, *, resume: bool,
+                 store: StageStore | None = None) -> None:
         self.spec, self.out_dir, self.data, self.resume = spec, out_dir, data, resume
+        self.store = store  # shared stage folders by key (a search's trials); None: this run folder only
         self.stages_dir = out_dir / STAGES_DIR
         self.version = modelpress_version()
         self.data_sha = data.sha256()
         self.eval_data_sha = data.eval.sha256()
         self.eval_json = json.dumps(dataclasses.asdict(spec.evaluate), sort_keys=True, default=str)
         self.outcomes: list[StageOutcome] = []
+        self.machine = machine_fingerprint(threads=spec.evaluate.threads)
 
     def run(self, original: ModelArtifact) -> RunOutcome:
         spec = self.spec
@@ -307,6 +315,7 @@ class _Runner:
             done[-1].stage["notes"].append(f"optional stage {skip['name']} was skipped: {skip['reason']}")
         done[-1].stage["notes"].extend(f"warning: {w}" for w in overlaps)
         report["pipeline"]["complete"] = True
+        report["pipeline"]["latency"] = self._retime(done, reference)
         failed = self._gates(report, done, reference)
         self._write(report, done, final=True)
         if spec.tensorboard:
@@ -317,6 +326,15 @@ class _Runner:
         if failed:
             raise GateFailed(f"{done[-1].name}: {failed}", hint=f"see {self.out_dir / 'report.md'}")
         return RunOutcome(report, self.out_dir, self.outcomes)
+
+    def _retime(self, done: list[_Done], reference: _Done | None) -> dict[str, Any] | None:
+        """Every stage and the reference timed again, interleaved, on this machine (:mod:`.timing`)."""
+        export = next((c.params() for c in self.spec.stages if c.kind == "export"), None)
+        return retime([TimedStage(d.name, d.stage, d.folder, d.result) for d in done],
+                      next(TimedStage(d.name, d.stage, d.folder, d.result) for d in done
+                           if d is (reference or done[0])),
+                      data=self.data.eval, config=self.spec.evaluate, machine=self.machine, work_dir=self.out_dir,
+                      export=export)
 
     def _producer(self, config: StageConfig, current: _Input,
                   teacher: _Input) -> Callable[[Path, list[str]], ModelArtifact]:
@@ -390,12 +408,16 @@ class _Runner:
                 cost = {**(artifact.metadata.get(COST_KEY) or {}), "stage_wall_s": record.get("stage_seconds")}
             stage = stage_entry(name, kind, params, artifact=described, result=result, notes=record["notes"],
                                 record=stage_record(artifact.metadata, before=given.metadata()), cost=cost)
+            for row in stage["latency"]:  # where it was measured: a cached row from elsewhere is then known
+                row.setdefault("machine_id", self.machine["id"])
             eval_sha = save_eval(folder / EVAL_FILE, result)
             record.update(eval_key=eval_key, eval_sha256=eval_sha, stage=stage)
             write_json(folder / STAGE_FILE, record)  # the commit marker, last
             status = "re-evaluated" if status == "cached" else status
         if folder != final:
             run_folder.commit(folder, final)
+        if self.store is not None:
+            self.store.publish(key, final)
         stage = json.loads(json.dumps(record["stage"]))  # a private copy: notes may be appended later
         self.outcomes.append(StageOutcome(name, kind, status, time.perf_counter() - start))
         return _Done(name, stage, result, record["artifact_sha256"], final)
@@ -406,7 +428,12 @@ class _Runner:
 
     def cached(self, folder: Path, key: str) -> dict[str, Any] | None:
         """The committed stage record in ``folder`` made with ``key`` (``None`` when not resuming)."""
-        return cached_record(folder, key) if self.resume else None
+        if not self.resume:
+            return None
+        record = cached_record(folder, key)
+        if record is None and self.store is not None and self.store.fetch(key, folder):
+            record = cached_record(folder, key)
+        return record
 
     def _gates(self, report: dict[str, Any], done: list[_Done], reference: _Done | None) -> str | None:
         """Judge ``spec.gates`` on the final stage against the reference (the original, or the trained model) with

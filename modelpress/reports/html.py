@@ -73,7 +73,7 @@ def _view(report: Mapping[str, Any], predictions: Mapping[str, np.ndarray] | Non
     return {
         "title": str(run.get("name", "unnamed")),
         "run_rows": _run_rows(run),
-        "data_line": _data_line(data),
+        "data_line": _data_line(data) + _timing_line(pipeline),
         "complete": bool(pipeline.get("complete", True)),
         "progress": f"{len(stages)} of {len(planned)} planned stages" if planned else f"{len(stages)} stages",
         "skipped": [{"name": str(s.get("name")), "reason": str(s.get("reason"))}
@@ -162,7 +162,7 @@ def _row(number: int, stage: Mapping[str, Any], first: Mapping[str, Any], batch_
     for bs in batch_sizes:
         rows = [r for r in stage.get("latency") or [] if r.get("batch_size") == bs]
         latency.append([{"backend": str(r.get("backend")),
-                         "text": f"{_ms(r.get('median_ms'))} / {_ms(r.get('p99_ms'))}",
+                         "text": f"{_ms(r.get('median_ms'))} / {_ms(r.get('p99_ms'))}" + _speed_note(r),
                          "unstable": bool(r.get("unstable"))} for r in rows])
     return {
         "number": number,
@@ -173,6 +173,26 @@ def _row(number: int, stage: Mapping[str, Any], first: Mapping[str, Any], batch_
         "latency": latency,
         "tail": [_cell(m, stage, first, number > 1) for m in tail],
     }
+
+
+def _timing_line(pipeline: Mapping[str, Any]) -> str:
+    """Where and how the latency rows were measured (a pipeline's ``latency`` block), after the data line."""
+    timing = pipeline.get("latency")
+    return f" · latency: {timing['note']}" if isinstance(timing, Mapping) and timing.get("note") else ""
+
+
+def _speed_note(row: Mapping[str, Any]) -> str:
+    """The row's speed-up against the reference (same backend, batch and threads, same rounds), never a ratio across
+    backends; an exported copy of the reference and another machine's row say so."""
+    from .markdown import speedup_text
+
+    text = speedup_text(row)
+    out = f" · {text}" if text != NONE else ""
+    if row.get("timed_as"):
+        out += f" ({row['timed_as']})"
+    if row.get("machine_note"):
+        out += f" ({row['machine_note']})"
+    return out
 
 
 def _cell(m: Metric, stage: Mapping[str, Any], first: Mapping[str, Any], compare: bool) -> dict[str, Any]:
@@ -196,7 +216,8 @@ def _details(number: int, stage: Mapping[str, Any]) -> dict[str, Any]:
     artifact = stage.get("artifact") if isinstance(stage.get("artifact"), Mapping) else {}
     latency = [
         {"backend": str(r.get("backend")), "batch": _int(r.get("batch_size")), "threads": _int(r.get("threads")),
-         "n": _int(r.get("n")), "p50": _ms(r.get("median_ms")), "p90": _ms(r.get("p90_ms")),
+         "n": _int(r.get("n")), "p50": _ms(r.get("median_ms")) + _median_ci(r) + _speed_note(r),
+         "p90": _ms(r.get("p90_ms")),
          "p99": _ms(r.get("p99_ms")), "iqr": _ms(r.get("iqr_ms")), "throughput": _general(r.get("throughput_per_s")),
          "cold": _ms(r.get("cold_start_ms")), "unstable": bool(r.get("unstable"))}
         for r in stage.get("latency") or [] if isinstance(r, Mapping)
@@ -216,6 +237,13 @@ def _details(number: int, stage: Mapping[str, Any]) -> dict[str, Any]:
         "latency": latency,
         "explain": _explain(stage),
     }
+
+
+def _median_ci(row: Mapping[str, Any]) -> str:
+    ci = row.get("median_ci_ms")
+    if isinstance(ci, list) and len(ci) == 2 and all(_num(v) is not None for v in ci):
+        return f" [95 % CI {_ms(ci[0])}, {_ms(ci[1])} over rounds]"
+    return ""
 
 
 def _explain(stage: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import Any
 from ..metric_schema import Metric, columns, format_delta, section
 from .fmt import NONE, binary_bytes, md_escape, finite_number as _num, general, percent, significant
 
-__all__ = ["md_escape", "render_markdown"]
+__all__ = ["md_escape", "render_markdown", "speedup_text"]
 
 
 
@@ -25,8 +25,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     """Render a (validated) report as GitHub-flavoured Markdown.
 
     The summary table has one row per stage; with two stages or more, every stage after the first shows its change
-    against the first stage: accuracy, F1 and ROC-AUC in percentage points, latency as a ratio of medians at the
-    same batch size (same backend when the first stage measured it), size as a ratio.
+    against the first stage: accuracy, F1 and ROC-AUC in percentage points, size as a ratio. A latency cell shows a
+    speed-up only where its row carries one (``speedup``: against the reference on the same backend, batch and
+    threads, timed interleaved in the same run, with a 95 % CI over rounds; see ``pipeline/timing.py``); rows
+    without one say why under the table. No ratio is ever taken across backends.
 
     Args:
         report: A report dict as built by :func:`~modelpress.reports.schema.new_report` and the stages.
@@ -41,6 +43,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += _gates_summary(stages)
     lines += _run_section(run)
     lines += [_data_line(data), ""]
+    timing = (report.get("pipeline") or {}).get("latency") if isinstance(report.get("pipeline"), Mapping) else None
+    if isinstance(timing, Mapping) and timing.get("note"):
+        lines += [f"**Latency:** {md_escape(timing['note'])}.", ""]
     if stages:
         lines += _summary_section(stages)
         lines += _measurements_section(stages)
@@ -124,8 +129,11 @@ def _summary_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
                 row.append(NONE)
                 continue
             cell = f"{_ms(latency.get('median_ms'), unit=False)} / {_ms(latency.get('p99_ms'))}"
-            if compare:
-                cell += _speed_delta(latency, first)
+            cell += _speed_delta(latency)
+            if latency.get("timed_as"):
+                cell += " †"
+            if latency.get("machine_note"):
+                cell += " (other machine)"
             row.append(cell)
         row += [_summary_cell(m, stage, first, compare) for m in tail]
         rows.append(row)
@@ -133,10 +141,10 @@ def _summary_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
     if len(stages) >= 2:
         lines += [
             f"Changes are against the first stage ({md_escape(first.get('name', ''))}): metrics in percentage points, "
-            "latency as the ratio of medians at the same batch size, size as a ratio.",
+            "size as a ratio.",
             "",
         ]
-    return lines
+    return lines + _latency_notes(stages)
 
 
 def _split_columns() -> tuple[list[Metric], list[Metric]]:
@@ -282,8 +290,8 @@ def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -
 
     latency = stage.get("latency") or []
     if latency:
-        headers = ["backend", "batch", "threads", "n", "warm-up", "p50", "mean ± std", "IQR", "p90", "p95", "p99",
-                   "min", "max", "throughput/s", "cold start", "stable"]
+        headers = ["backend", "batch", "threads", "n", "warm-up", "p50 [95 % CI]", "mean ± std", "IQR", "p90", "p95",
+                   "p99", "min", "max", "throughput/s", "cold start", "stable", "speed-up [95 % CI]"]
         rows = [
             [
                 _text(r.get("backend")),
@@ -291,7 +299,7 @@ def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -
                 _int(r.get("threads")),
                 _int(r.get("n")),
                 _int(r.get("warmup")),
-                _ms(r.get("median_ms")),
+                _ms(r.get("median_ms")) + _median_ci(r),
                 f"{_ms(r.get('mean_ms'), unit=False)} ± {_ms(r.get('std_ms'))}",
                 _ms(r.get("iqr_ms")),
                 _ms(r.get("p90_ms")),
@@ -302,6 +310,7 @@ def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -
                 _sig(r.get("throughput_per_s")),
                 _ms(r.get("cold_start_ms")),
                 "**unstable** (IQR over 10 % of median)" if r.get("unstable") else "yes",
+                speedup_text(r),
             ]
             for r in latency
         ]
@@ -350,6 +359,14 @@ def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -
 # --------------------------------------------------------------------------------------------------- latency
 
 
+def _median_ci(row: Mapping[str, Any]) -> str:
+    """`` [lo, hi]``: the median's 95 % CI over interleaved rounds, when the row has one."""
+    ci = row.get("median_ci_ms")
+    if isinstance(ci, list) and len(ci) == 2 and all(_num(v) is not None for v in ci):
+        return f" [{_sig(ci[0])}, {_sig(ci[1])}]"
+    return ""
+
+
 def _latency_keys(stages: Iterable[Mapping[str, Any]]) -> list[tuple[str, Any, Any]]:
     keys: list[tuple[str, Any, Any]] = []
     for stage in stages:
@@ -367,20 +384,55 @@ def _latency_row(stage: Mapping[str, Any], key: tuple[str, Any, Any]) -> Mapping
     return None
 
 
-def _speed_delta(row: Mapping[str, Any], first: Mapping[str, Any]) -> str:
-    """Ratio of medians against the first stage at the same batch size; same backend when it has one."""
-    candidates = [r for r in first.get("latency") or [] if r.get("batch_size") == row.get("batch_size")]
-    same_backend = [r for r in candidates if r.get("backend") == row.get("backend")]
-    base = (same_backend or candidates or [None])[0]
-    if base is None:
+def _speed_delta(row: Mapping[str, Any]) -> str:
+    """The row's own speed-up (same backend, batch and threads as its reference, timed in the same rounds) with its
+    95 % CI; nothing when the row has none."""
+    speedup = row.get("speedup")
+    if not isinstance(speedup, Mapping):
         return ""
-    this, ref = _num(row.get("median_ms")), _num(base.get("median_ms"))
-    if this is None or ref is None or this <= 0 or ref <= 0:
+    ratio, low, high = (_num(speedup.get(k)) for k in ("ratio", "ci_low", "ci_high"))
+    if ratio is None or ratio <= 0:
         return ""
-    ratio = ref / this
+    ci = low is not None and high is not None and low > 0 and high > 0
     if ratio >= 1:
-        return f" ({_ratio(ratio)}× faster)"
-    return f" ({_ratio(1 / ratio)}× slower)"
+        return f" ({_times(ratio)}× faster" + (f" [{_times(low)}, {_times(high)}])" if ci else ")")
+    return f" ({_times(1 / ratio)}× slower" + (f" [{_times(1 / high)}, {_times(1 / low)}])" if ci else ")")
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.0f}" if ratio >= 100 else f"{ratio:.1f}" if ratio >= 10 else f"{ratio:.2f}"
+
+
+def speedup_text(row: Mapping[str, Any]) -> str:
+    """``2.1× faster [1.9, 2.3]``, or ``—`` when the row has no speed-up (also used by the HTML report)."""
+    text = _speed_delta(row).strip()
+    return text[1:-1] if text else NONE
+
+
+def _latency_notes(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why a latency row has no speed-up, which reference rows are an exported copy, which rows are another
+    machine's (one line each, duplicates merged)."""
+    reasons: dict[str, list[str]] = {}
+    references: dict[str, list[str]] = {}
+    against: list[str] = []
+    for stage in stages:
+        for row in stage.get("latency") or []:
+            where = f"{md_escape(stage.get('name', ''))} {_text(row.get('backend'))} b={_int(row.get('batch_size'))}"
+            reason = row.get("speedup_reason")
+            if row.get("speedup") is None and reason and reason != "this is the reference":
+                reasons.setdefault(str(reason), []).append(where)
+            if row.get("machine_note"):
+                reasons.setdefault(str(row["machine_note"]), []).append(where)
+            if row.get("timed_as"):
+                references.setdefault(str(row["timed_as"]), []).append(where)
+            speedup = row.get("speedup")
+            if isinstance(speedup, Mapping) and speedup.get("reference"):
+                against.append(f"- speed-ups are against {md_escape(speedup['reference'])} on the same backend, "
+                               "batch and threads, timed interleaved in this run (95 % CI over rounds)")
+    lines = [f"- no speed-up for {', '.join(where)}: {md_escape(reason)}" for reason, where in reasons.items()]
+    lines += [f"- † {', '.join(where)}: {md_escape(text)}" for text, where in references.items()]
+    lines += list(dict.fromkeys(against))
+    return [*lines, ""] if lines else []
 
 
 # --------------------------------------------------------------------------------------------------- formatting

@@ -8,6 +8,7 @@ the stage and key, so nothing downstream meets a half-shaped dict.
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import os
 import platform
@@ -27,6 +28,7 @@ __all__ = [
     "REPORT_FILENAME",
     "SCHEMA_VERSION",
     "load_report",
+    "machine_fingerprint",
     "new_report",
     "run_info",
     "validate_report",
@@ -105,10 +107,32 @@ def run_info(name: str, *, threads: int) -> dict[str, Any]:
         "cpu_flags": _cpu_flags(),
         "threads": threads,
     }
+    info["machine_id"] = machine_fingerprint(info)["id"]
     sha = _git_sha()
     if sha is not None:
         info["git_sha"] = sha
     return info
+
+
+#: What a latency depends on besides the model: a latency measured under other values is not this machine's.
+FINGERPRINT_KEYS = ("cpu", "cpu_flags", "threads", "torch", "onnxruntime")
+
+
+def machine_fingerprint(run: Mapping[str, Any] | None = None, *, threads: int = 1) -> dict[str, Any]:
+    """The machine a latency was measured on: CPU model, the kernel-relevant CPU flags, threads, torch and
+    onnxruntime versions, and ``id``, a short hash of them (stored with every latency row as ``machine_id``).
+
+    Args:
+        run: a report's ``run`` section to take the values from; None: this process and ``threads``.
+    """
+    if run is None:
+        run = {"cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "threads": threads,
+               "torch": _module_version("torch"), "onnxruntime": _module_version("onnxruntime")}
+    values = {key: run.get(key) for key in FINGERPRINT_KEYS}
+    if isinstance(values["cpu_flags"], list):
+        values["cpu_flags"] = sorted(str(f) for f in values["cpu_flags"])
+    text = "|".join(f"{key}={values[key]}" for key in FINGERPRINT_KEYS)
+    return {**values, "id": hashlib.sha256(text.encode()).hexdigest()[:12]}
 
 
 def new_report(name: str, *, data: Mapping[str, Any], threads: int) -> dict[str, Any]:

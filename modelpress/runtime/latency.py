@@ -2,7 +2,8 @@
 
 Follows onnxruntime_perf_test / torch.utils.benchmark practice: warm up until both a call count and a duration are
 reached, then time each call on its own until both minimums are met (or a cap is hit). Every sample is kept, so the
-summary can be recomputed (``summarize_samples``) and two runs compared with a bootstrap (``speedup_ratio``).
+summary can be recomputed (``summarize_samples``) and two runs compared with a block bootstrap (``speedup_ratio``);
+models timed side by side in interleaved rounds are compared over rounds (:mod:`.interleaved`).
 Cold start (creating a session plus its first call) is measured separately because it is a different cost.
 """
 
@@ -48,6 +49,12 @@ class LatencyConfig(Checked):
     min_s: float = option(1.0, Interval(float, 0), help="Measured seconds, at least.")
     max_calls: int = option(100_000, Interval(int, 1), help="Stop measuring after this many calls.")
     max_s: float = option(60.0, Interval(float, 0, closed="neither"), help="Stop measuring after this many seconds.")
+    rounds: int = option(5, Interval(int, 2), help="A pipeline times every stage (and the reference) again at the "
+                                                   "end, interleaved in this many rounds (runtime/interleaved.py); "
+                                                   "the calls above are split over the rounds.")
+    interleaved: bool = option(True, help="Re-time all stages interleaved at the end of a pipeline run (off: each "
+                                          "stage keeps the latency measured when it was evaluated, and no speed-up "
+                                          "is shown).")
 
     def field_message(self, key: str, constraint: Any, value: Any) -> str:
         if constraint.type is int:
@@ -247,13 +254,24 @@ def measure_cold_start(
     return (t1 - t0) * 1e3, fn
 
 
+#: :func:`speedup_ratio` resamples each run in this many contiguous blocks of calls (a circular block bootstrap).
+SPEEDUP_BLOCKS = 10
+
+
 def _bootstrap_medians(samples: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of circular-block-bootstrap resamples: ``ceil(n / L)`` blocks of ``L = ceil(n / SPEEDUP_BLOCKS)``
+    consecutive calls, each starting anywhere (wrapping around), so a stretch of slow calls stays together."""
     n = samples.size
+    length = -(-n // SPEEDUP_BLOCKS)
+    blocks = -(-n // length)
     out = np.empty(n_boot, dtype=np.float64)
-    rows = max(1, _BOOT_BLOCK_ELEMENTS // n)
+    offsets = np.arange(length)
+    rows = max(1, _BOOT_BLOCK_ELEMENTS // (blocks * length))
     for lo in range(0, n_boot, rows):
         hi = min(n_boot, lo + rows)
-        out[lo:hi] = np.median(samples[rng.integers(0, n, size=(hi - lo, n))], axis=1)
+        starts = rng.integers(0, n, size=(hi - lo, blocks))
+        idx = (starts[:, :, None] + offsets) % n
+        out[lo:hi] = np.median(samples[idx.reshape(hi - lo, -1)], axis=1)
     return out
 
 
@@ -268,6 +286,10 @@ def speedup_ratio(
 
     Medians, not means: one descheduled call should not move the headline. The two sample sets come from
     separate runs, so each is resampled independently; a CI that contains 1.0 means no demonstrated speed-up.
+    Consecutive calls are not independent (a busy neighbour or a clock change slows a whole stretch), so each set
+    is resampled in blocks of consecutive calls (:data:`SPEEDUP_BLOCKS` blocks, circular block bootstrap), in call
+    order as stored: a loaded stretch widens the interval instead of being averaged away as independent noise.
+    Models timed in the same interleaved rounds use :func:`~.interleaved.rounds_ratio` instead.
 
     Args:
         baseline_samples_ms: Per-call latencies of the baseline, milliseconds.
