@@ -104,10 +104,11 @@ def entry() -> None:
 
 
 def _add_commands() -> None:
-    from . import evaluate, pipeline, reports, stages
+    from . import evaluate, pipeline, reports, search, stages
 
     for command in (evaluate.evaluate, stages.export, reports.report, pipeline.demo, reports.compare,
-                    pipeline.run_command, stages.prune, stages.distill, stages.quantize, evaluate.explain_command):
+                    pipeline.run_command, stages.prune, stages.distill, stages.quantize, evaluate.explain_command,
+                    search.search_command):
         cli.add_command(command)
 
 

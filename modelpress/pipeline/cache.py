@@ -6,12 +6,16 @@ and whose artifact files still hash to the recorded digest is not recomputed. It
 the evaluation key (artifact digest, evaluate settings, data, fidelity reference) matches — latency included, so a
 fully cached run reproduces the previous report's numbers exactly; ``resume=False`` recomputes and re-measures
 everything. The thread count is not part of the stage key (it changes timings, not what a stage makes).
+
+:class:`StageStore` shares committed stage folders between runs (a search's trials) by their key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from ..artifacts import MANIFEST, ModelArtifact
 from ..errors import InputError
 from ..evaluate.evaluator import EXTRA_SECTIONS, EvalResult
 from ..io import TMP_SUFFIX, atomic_write, read_json, sha256_arrays, sha256_file
-from .run_folder import EVAL_FILE, KEY_FILE, STAGE_FILE
+from .run_folder import EVAL_FILE, KEY_FILE, STAGE_FILE, commit
 
 CACHE_VERSION = 1
 
@@ -123,3 +127,93 @@ def cached_eval(folder: Path, record: dict[str, Any], eval_key: str) -> EvalResu
     return EvalResult(stage["metrics"], stage["fidelity"], stage["latency"], stage["footprint"],
                       arrays["logits"], arrays["probabilities"], samples, [],
                       {k: stage[k] for k in EXTRA_SECTIONS if k in stage}, arrays.get("embeddings"))
+
+
+class StageStore:
+    """A content-addressed store of committed stage folders, shared by the runs of a search (``store/<key>/``).
+
+    Runs that share a prefix (same model, same first stages with the same params, data and seed) compute each shared
+    stage once, whichever process gets there first: :meth:`fetch` takes an exclusive lock on the key (``flock`` on
+    ``.locks/<key>.lock``; the kernel drops it when a holder dies) and either copies the stored folder into the run,
+    or — on a miss — keeps the lock so that other processes wanting the same stage wait while this one computes it;
+    :meth:`publish` copies the committed folder in (temp folder, then one atomic rename) and lets the lock go.
+    :meth:`release` lets go of every lock still held (a stage that failed or was skipped). Entries are checked like
+    the run folder's own cache (:func:`cached_record`: the key and the files' digest), so a damaged entry is
+    recomputed, never trusted.
+    """
+
+    LOCKS = ".locks"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / self.LOCKS).mkdir(exist_ok=True)
+        self._held: dict[str, Any] = {}
+        self.hits = 0
+        self.published = 0
+
+    def entry(self, key: str) -> Path:
+        return self.root / key
+
+    def fetch(self, key: str, folder: Path) -> bool:
+        """Put the stored stage ``key`` at ``folder`` (a run's final stage folder); ``False`` on a miss, holding the
+        key's lock until :meth:`publish` or :meth:`release` (a partial folder or a key already held: ``False``)."""
+        if folder.name.startswith(".") or key in self._held:
+            return False
+        handle = self._lock(key)
+        entry = self.entry(key)
+        if entry.is_dir() and cached_record(entry, key) is not None:
+            try:
+                _copy_into(entry, folder)
+            finally:
+                self._unlock(handle)
+            self.hits += 1
+            return True
+        self._held[key] = handle  # a miss: compute it while others wait on this lock
+        return False
+
+    def publish(self, key: str, folder: Path) -> None:
+        """Store the committed stage ``folder`` under ``key`` (kept when already there), then release its lock."""
+        entry = self.entry(key)
+        try:
+            if not entry.is_dir() and cached_record(folder, key) is not None:
+                tmp = self.root / f".{key}.{os.getpid()}{TMP_SUFFIX}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns("checkpoints", f"*{TMP_SUFFIX}"))
+                try:
+                    os.rename(tmp, entry)  # atomic: readers see the whole entry or none
+                    self.published += 1
+                except OSError:  # another writer got there first (no lock held, e.g. a resumed run)
+                    shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            handle = self._held.pop(key, None)
+            if handle is not None:
+                self._unlock(handle)
+
+    def release(self) -> None:
+        """Let go of every lock still held (stages that failed or were skipped after a miss)."""
+        for key in list(self._held):
+            self._unlock(self._held.pop(key))
+
+    def _lock(self, key: str) -> Any:
+        handle = open(self.root / self.LOCKS / f"{key}.lock", "a+b")  # noqa: SIM115  (held across calls)
+        try:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: no advisory locks; the atomic rename still keeps entries whole
+            pass
+        return handle
+
+    @staticmethod
+    def _unlock(handle: Any) -> None:
+        handle.close()  # closing the file drops its flock
+
+
+def _copy_into(entry: Path, folder: Path) -> None:
+    """Copy a stored stage folder to ``folder`` whole: into a temp sibling, then renamed into place."""
+    tmp = folder.with_name(f".{folder.name}.fetch{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(entry, tmp)
+    commit(tmp, folder)
