@@ -13,6 +13,7 @@ teacher may be any artifact the evaluator can run (torch or ONNX); it stays froz
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from ..config import Checked, Interval, option
 from ..errors import InputError
 from ..io import sha256_arrays
 from ..sources import parse_model
+from .distributed import check_nproc, current, nproc_option
 from .registry import COST_KEY, StageConfig, StageContext, register_stage
 from .train import (batch_size_option, check_early_stopping, discard_checkpoints, epochs_option, fit, lr_option,
                     patience_option, seed_option, stage_cost, val_fraction_option, weight_decay_option)
@@ -58,6 +60,7 @@ class DistillConfig(Checked, StageConfig):
     feature_weight: float = option(1.0, Interval(float, 0, noun=False), help="Weight of the feature loss.")
     val_fraction: float = val_fraction_option()
     patience: int = patience_option()
+    nproc: int = nproc_option()
 
     def check(self) -> None:
         if not isinstance(self.teacher, str) or not self.teacher.strip():
@@ -80,6 +83,7 @@ class DistillConfig(Checked, StageConfig):
             pairs.append((str(pair[0]), str(pair[1])))
         object.__setattr__(self, "features", tuple(pairs))
         check_early_stopping("distill", patience=self.patience, val_fraction=self.val_fraction)
+        check_nproc("distill", self.nproc, self.batch_size)
 
     @property
     def needs_train(self) -> bool:
@@ -117,6 +121,9 @@ def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContex
     if train.n_classes > student.n_classes:
         raise InputError(f"training data {train.source} has {train.n_classes} classes but student "
                          f"{_label(student)} outputs {student.n_classes}")
+    if config.alpha < 1 and not train.labelled:  # the label loss would pull every sample toward a placeholder
+        raise InputError(f"distill: training data {train.source} has no labels but alpha {config.alpha:g} gives "
+                         f"{1 - config.alpha:g} of the loss to labels", hint="set alpha: 1 (the teacher is the label)")
     first = next(train.batches(2))[0]
     check_inputs(teacher.inputs, first, model=f"teacher {teacher.source}")
     check_inputs(student.inputs, first, model=f"student {student.source}")
@@ -140,6 +147,7 @@ def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContex
         log = fit(module, train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                   weight_decay=config.weight_decay, seed=config.seed, loss_fn=loss_fn, desc="distill",
                   val_fraction=config.val_fraction, patience=config.patience, checkpoint_dir=checkpoints,
+                  nproc=config.nproc,
                   fingerprint={"kd": [config.temperature, config.alpha, list(config.features), config.feature_weight,
                                       teacher.source, sha256_arrays(probe.numpy())]})
     finally:
@@ -193,12 +201,18 @@ def _teacher_fn(teacher: ModelArtifact, threads: int) -> Any:
         return run_torch
     from ..runtime.sessions import make_runner
 
-    runner = make_runner(teacher, "onnxruntime" if teacher.format == "onnx" else teacher.format, threads=threads)
+    backend = "onnxruntime" if teacher.format == "onnx" else teacher.format
     names = [s.name for s in teacher.inputs]
+    made: dict[int, Any] = {}  # a runner per process: a forked data-parallel rank (nproc > 1) makes its own, one
+    # thread, since a session's thread pool does not survive fork
 
     def run_other(inputs: list[Any]) -> Any:
+        pid = os.getpid()
+        if pid not in made:
+            made.clear()
+            made[pid] = make_runner(teacher, backend, threads=threads if current() is None else 1)
         feed = {n: np.ascontiguousarray(t.numpy()) for n, t in zip(names, inputs)}
-        return torch.from_numpy(np.asarray(runner(feed), dtype=np.float32))
+        return torch.from_numpy(np.asarray(made[pid](feed), dtype=np.float32))
 
     return run_other
 

@@ -30,6 +30,8 @@ from ..data import Dataset
 from ..errors import InputError
 from ..runtime.memory import process_peak_rss_bytes
 from ..io import read_json, sha256_arrays, write_bytes, write_json
+from . import distributed
+from .distributed import nproc_option
 from .registry import COST_KEY, StageConfig, StageContext, register_stage
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -86,9 +88,11 @@ class TrainConfig(Checked, StageConfig):
     schedule: str = option("cosine", Options(SCHEDULES), help="Learning-rate schedule.")
     val_fraction: float = val_fraction_option()
     patience: int = patience_option()
+    nproc: int = nproc_option()
 
     def check(self) -> None:
         check_early_stopping(self.kind, patience=self.patience, val_fraction=self.val_fraction)
+        distributed.check_nproc(self.kind, self.nproc, self.batch_size)
 
 
 def check_early_stopping(where: str, *, patience: int, val_fraction: float, has_validation: bool | None = None) -> None:
@@ -140,7 +144,8 @@ def split_validation(data: Dataset, fraction: float, *, seed: int) -> tuple[Data
 def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, weight_decay: float = 1e-4,
         seed: int = 0, loss_fn: LossFn | None = None, desc: str = "train", optimizer: str = "adamw",
         schedule: str = "cosine", val_data: Dataset | None = None, val_fraction: float = 0.0, patience: int = 0,
-        checkpoint_dir: str | Path | None = None, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+        checkpoint_dir: str | Path | None = None, fingerprint: dict[str, Any] | None = None,
+        nproc: int | None = None) -> dict[str, Any]:
     """Train ``module`` in place and leave it in eval mode.
 
     Args:
@@ -151,7 +156,8 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
         batch_size: Samples per optimizer step; the last batch of an epoch may be smaller.
         weight_decay: Decoupled (AdamW) or L2 (SGD) weight decay.
         seed: Seeds torch's RNG and the batch-shuffling generator.
-        loss_fn: ``loss_fn(module, inputs, targets) -> scalar loss``; cross-entropy on logits by default.
+        loss_fn: ``loss_fn(module, inputs, targets) -> scalar loss``; cross-entropy on logits by default. A mean over
+            the batch's samples (data-parallel ranks weigh it by their share of the batch).
         desc: Progress-bar label.
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
         schedule: ``cosine`` or ``constant``.
@@ -159,24 +165,71 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
         val_fraction: Share of ``data`` to hold out when ``val_data`` is not given.
         patience: Stop after this many epochs without a lower validation loss and restore the best weights
             (0: train every epoch, still restoring the best weights when validation is on).
-        checkpoint_dir: Folder for per-epoch checkpoints; a rerun with the same folder resumes.
+        checkpoint_dir: Folder for per-epoch checkpoints; a rerun with the same folder resumes (whatever its
+            ``nproc``: the checkpoint holds the whole-batch state).
         fingerprint: Extra settings that identify the run (e.g. the distillation loss), so a checkpoint made with
             other settings is not resumed.
+        nproc: Data-parallel processes (see :mod:`.distributed`): > 1 forks that many gloo ranks, each taking
+            ``batch_size / nproc`` of every batch, and loads rank 0's final weights into ``module``. Under
+            ``torchrun`` the launched ranks train together whatever this is (it must then be 1, ``None`` or
+            ``WORLD_SIZE``).
 
     Returns:
         ``{"epochs", "epochs_run", "loss_per_epoch", "val_loss_per_epoch", "val_accuracy_per_epoch", "best_epoch",
         "stopped_early", "resumed_from_epoch", "wall_s", "peak_rss_bytes", "peak_rss_growth_bytes"}``; losses are
         per-sample means, ``wall_s`` the training seconds (earlier attempts of a resumed run included), the peak
-        figures as in :func:`_record_peak_rss` (absent where ``ru_maxrss`` is not available).
+        figures as in :func:`_record_peak_rss` (absent where ``ru_maxrss`` is not available), and ``nproc`` (the
+        number of processes that trained) when it is more than one.
     """
     import torch
-    import torch.nn.functional as F
 
     check_training_args("fit", epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                         optimizer=optimizer, schedule=schedule, val_fraction=val_fraction, patience=patience,
                         has_validation=val_data is not None or val_fraction > 0)
+    if nproc is not None:
+        distributed.check_nproc("fit", nproc, batch_size)
     if val_data is None and val_fraction > 0:
         data, val_data = split_validation(data, val_fraction, seed=seed)
+    kwargs: dict[str, Any] = dict(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed,
+                                  loss_fn=loss_fn, desc=desc, optimizer=optimizer, schedule=schedule,
+                                  val_data=val_data, patience=patience, checkpoint_dir=checkpoint_dir,
+                                  fingerprint=fingerprint)
+    launched = distributed.torchrun_env()
+    if launched is not None:
+        if nproc not in (None, 1, launched.world):
+            raise InputError(f"fit.nproc = {nproc} but torchrun started WORLD_SIZE={launched.world} processes",
+                             hint="leave nproc at 1 under torchrun (its ranks train together)")
+        group = distributed.ensure_torchrun_group(launched)
+        if group.rank != 0:
+            progress.set_quiet(True)  # one bar, rank 0's
+        with distributed.activate(group):
+            return _fit(module, data, group=group, **kwargs)
+    if nproc is None or nproc <= 1:
+        return _fit(module, data, group=None, **kwargs)
+
+    def rank_worker(group: distributed.Group) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        log = _fit(module, data, group=group, **kwargs)
+        if group.rank != 0:
+            return None
+        tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+        tensors["rng.torch"] = torch.get_rng_state()
+        return log, tensors
+
+    log, tensors = distributed.run_ranks(int(nproc), rank_worker)
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    torch.set_rng_state(tensors["rng.torch"])  # this process goes on as if it had trained
+    module.eval()
+    return log
+
+
+def _fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int,
+         loss_fn: LossFn | None, desc: str, optimizer: str, schedule: str, val_data: Dataset | None, patience: int,
+         checkpoint_dir: str | Path | None, fingerprint: dict[str, Any] | None,
+         group: distributed.Group | None) -> dict[str, Any]:
+    """The loop of :func:`fit`, alone (``group`` None) or as one rank of a data-parallel group."""
+    import torch
+    import torch.nn.functional as F
+
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -201,16 +254,27 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
     best_state: dict[str, Any] | None = None
     bad_epochs = 0
     ckpt = None
+    lead = group is None or group.rank == 0  # the one process that writes checkpoints
     if checkpoint_dir is not None:
         run_id = _fingerprint(module, data, val_data, {
             "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed,
             "optimizer": optimizer, "schedule": schedule, "patience": patience,
             "loss": fingerprint or ("cross_entropy" if loss_fn is None else desc)})
         ckpt = _Checkpoints(Path(checkpoint_dir), run_id)
-        resumed = ckpt.load(module, opt, sched)
+        found = ckpt.read() if lead else None
+        if group is not None:  # rank 0 alone reads the folder; every rank resumes from what it found
+            state = distributed.broadcast_json(found[0] if found else None)
+            found = None if state is None else (state, distributed.broadcast_bytes(found[1] if found else None))
+        resumed = ckpt.apply(*found, module, opt, sched) if found is not None else None
         if resumed is not None:
             log, generator.bit_generator.state, best_state, best_loss, bad_epochs = resumed
             log["resumed_from_epoch"] = log["epochs_run"]
+    net = module
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(module)  # rank 0's weights and buffers to every rank, gradients averaged
+        log["nproc"] = group.world
     done = log["epochs_run"]
     started, wall_before = time.perf_counter(), float(log.get("wall_s") or 0.0)  # a resumed run adds its time
     rss_before = process_peak_rss_bytes()
@@ -225,17 +289,22 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
                 total = 0.0
                 for start in range(0, len(data), batch_size):
                     idx = order[start : start + batch_size]
-                    inputs = [t[idx] for t in tensors]
+                    share, weight = _shard(idx, group)
+                    inputs = [t[share] for t in tensors]
                     if loss_fn is None:
-                        loss = F.cross_entropy(module(*inputs), targets[idx])
+                        loss = F.cross_entropy(net(*inputs), targets[share])
                     else:
-                        loss = loss_fn(module, inputs, targets[idx])
+                        loss = loss_fn(net, inputs, targets[share])
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    (loss if weight is None else loss * weight).backward()
                     opt.step()
                     sched.step()
-                    total += float(loss.detach()) * len(idx)
+                    if weight != 0:
+                        total += float(loss.detach()) * len(share)
                     bar.update(1)
+                if group is not None:
+                    total = distributed.all_sum(total)
+                    distributed.sync_buffers(module)  # BatchNorm statistics: rank 0's, on every rank
                 log["loss_per_epoch"].append(total / len(data))
                 log["epochs_run"] = epoch + 1
                 log["wall_s"] = round(wall_before + time.perf_counter() - started, 6)
@@ -254,7 +323,7 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
                         if patience and bad_epochs >= patience:
                             log["stopped_early"] = True
                 bar.set_postfix_str(postfix)
-                if ckpt is not None:
+                if ckpt is not None and lead:
                     ckpt.save(module, opt, sched, log, generator.bit_generator.state, best_state, best_loss,
                               bad_epochs)
     finally:
@@ -264,6 +333,21 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
     log["wall_s"] = round(wall_before + time.perf_counter() - started, 6)
     _record_peak_rss(log, rss_before)
     return log
+
+
+def _shard(idx: Any, group: distributed.Group | None) -> tuple[Any, float | None]:
+    """This rank's samples of a global batch and the weight of its mean loss.
+
+    Rank r takes ``idx[r::N]``. DDP averages the N gradients, so weighting each rank's mean loss by
+    ``N · n_r / n`` makes the step the gradient of the whole batch's mean loss, also when the last batch does not
+    split evenly. A rank left without samples runs one sample at weight 0 (DDP needs every rank in every step).
+    """
+    if group is None:
+        return idx, None
+    share = idx[group.rank :: group.world]
+    if len(share) == 0:
+        return idx[:1], 0.0
+    return share, len(share) * group.world / len(idx)
 
 
 def _record_peak_rss(log: dict[str, Any], before: int | None) -> None:
@@ -365,12 +449,9 @@ class _Checkpoints:
             if old.name != name:
                 old.unlink(missing_ok=True)
 
-    def load(self, module: Any, opt: Any, sched: Any) -> tuple[Any, ...] | None:
-        """Restore the last finished epoch of this run; ``None`` when there is none (a fresh start)."""
-        import torch
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
+    def read(self) -> tuple[dict[str, Any], bytes] | None:
+        """``(state.json, the tensors file's bytes)`` of this run's last finished epoch; ``None`` when there is none
+        (a fresh start)."""
         state_path = self.folder / STATE_FILE
         if not state_path.is_file():
             return None
@@ -381,7 +462,20 @@ class _Checkpoints:
             return None  # another run's checkpoint (other settings, data or weights): start over, overwrite it
         path = self.folder / str(state["tensors"])
         try:
-            tensors = load_file(str(path))
+            return state, path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"checkpoint {path} cannot be read ({exc})",
+                             hint=f"delete {self.folder} to start the training over") from None
+
+    def apply(self, state: dict[str, Any], raw: bytes, module: Any, opt: Any, sched: Any) -> tuple[Any, ...]:
+        """Restore what :meth:`read` found into the module, optimizer, scheduler and torch's RNG."""
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import load as st_load
+
+        path = self.folder / str(state["tensors"])
+        try:
+            tensors = st_load(raw)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise InputError(f"checkpoint {path} is truncated or corrupt ({exc})",
                              hint=f"delete {self.folder} to start the training over") from None
@@ -400,6 +494,11 @@ class _Checkpoints:
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
         best_loss = float("inf") if state["best_loss"] is None else float(state["best_loss"])
         return state["log"], state["generator"], best, best_loss, int(state["bad_epochs"])
+
+    def load(self, module: Any, opt: Any, sched: Any) -> tuple[Any, ...] | None:
+        """Restore the last finished epoch of this run; ``None`` when there is none (a fresh start)."""
+        found = self.read()
+        return None if found is None else self.apply(*found, module, opt, sched)
 
 
 def discard_checkpoints(folder: str | Path) -> None:
@@ -425,7 +524,7 @@ def run_train(artifact: ModelArtifact, config: TrainConfig, ctx: StageContext) -
     log = fit(result.module, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
               weight_decay=config.weight_decay, seed=config.seed, optimizer=config.optimizer,
               schedule=config.schedule, val_fraction=config.val_fraction, patience=config.patience,
-              checkpoint_dir=checkpoints)
+              checkpoint_dir=checkpoints, nproc=config.nproc)
     discard_checkpoints(checkpoints)
     result.metadata["training"] = log
     result.metadata[COST_KEY] = stage_cost([log])

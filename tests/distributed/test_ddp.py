@@ -1,0 +1,195 @@
+"""Data-parallel training (torch.distributed, gloo): 2 forked ranks give the one-process result; rank 0 alone writes
+checkpoints; a killed run resumes; a failing or missing rank is one clear error, never a hang.
+
+Tolerance of the equality tests, and why: every step of 2 ranks is mathematically the one-process step on the whole
+batch (each rank's mean loss weighted by its share, gradients averaged by DDP), so the runs differ only in the order
+float32 additions happen (a batch's gradient summed as two partial sums, then averaged). One such difference is an
+ulp of a gradient (~1e-7 relative); Adam's normalised update turns it into ~lr·1e-7 = 3e-10 per step, and a few dozen
+steps stay near an ulp of the weights (|w| < 1: ~6e-8; measured 4.5e-8 after 3 epochs of 7 steps here). We allow
+1e-5: ~200 times that, and ~300 times below one step (lr = 3e-3), so a real error — a sample dropped or counted
+twice, the uneven last batch weighted as a mean of means (measured 1e-2) — fails it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modelpress.compress import distributed
+from modelpress.compress import train as train_mod
+from modelpress.compress.train import fit
+from modelpress.errors import InputError, ModelpressError
+from modelpress.sources import load_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ATOL = 1e-5
+BATCH = 64
+
+
+@pytest.fixture(autouse=True)
+def _short_timeouts(monkeypatch):
+    """A rank that hangs would fail these tests in seconds (the forked ranks inherit the setting)."""
+    monkeypatch.setattr(distributed, "TIMEOUT_S", 20.0)
+    monkeypatch.setattr(distributed, "GRACE_S", 2.0)
+
+
+def _data(digits, n):
+    train, _ = digits
+    return train.subset(np.arange(n))
+
+
+def _model(digits, kind="mlp"):
+    _, test = digits
+    kwargs = {"hidden": [32]} if kind == "mlp" else {"channels": [4, 8], "hidden": 16}
+    return load_model(f"zoo:{kind}", data=test, kwargs=kwargs, seed=0).module
+
+
+def _max_diff(a, b) -> float:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    return max(float((sa[k].float() - sb[k].float()).abs().max()) for k in sa)
+
+
+def _accuracy(module, data) -> float:
+    with torch.no_grad():
+        out = module(torch.from_numpy(np.ascontiguousarray(data.inputs["input"])))
+    return float((out.argmax(1).numpy() == data.y).mean())
+
+
+# 6 full batches and a last one of 1 sample (rank 1 gets none: it runs a weight-0 sample) or of 3 (2 + 1 samples)
+@pytest.mark.parametrize("n, kind, optimizer", [(6 * BATCH + 1, "mlp", "adamw"), (6 * BATCH + 3, "mlp", "sgd")])
+def test_two_ranks_train_like_one_process(digits, n, kind, optimizer):
+    data = _data(digits, n)
+    one, two = _model(digits, kind), _model(digits, kind)
+    assert _max_diff(one, two) == 0
+    log1 = fit(one, data, epochs=3, lr=3e-3, batch_size=BATCH, seed=0, optimizer=optimizer)
+    log2 = fit(two, data, epochs=3, lr=3e-3, batch_size=BATCH, seed=0, optimizer=optimizer, nproc=2)
+    assert log2["nproc"] == 2 and "nproc" not in log1
+    assert log2["epochs_run"] == 3 and not two.training
+    assert _max_diff(one, two) <= ATOL
+    np.testing.assert_allclose(log2["loss_per_epoch"], log1["loss_per_epoch"], rtol=1e-6)
+    _, test = digits
+    assert abs(_accuracy(one, test) - _accuracy(two, test)) <= 1 / len(test)  # at most one borderline sample
+    assert _max_diff(one, _model(digits, kind)) > 100 * ATOL  # and training moved the weights far beyond ATOL
+
+
+def test_only_rank_zero_writes_checkpoints(digits, tmp_path, monkeypatch):
+    calls = tmp_path / "saves.txt"
+    original = train_mod._Checkpoints.save
+
+    def spy(self, *args, **kwargs):
+        with open(calls, "a") as f:
+            f.write(f"{distributed.rank()} {os.getpid()}\n")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod._Checkpoints, "save", spy)  # the forked ranks inherit the spy
+    module = _model(digits)
+    fit(module, _data(digits, 4 * BATCH), epochs=2, lr=3e-3, batch_size=BATCH, nproc=2,
+        checkpoint_dir=tmp_path / "ckpt")
+    lines = [line.split() for line in calls.read_text().splitlines()]
+    assert [rank for rank, _ in lines] == ["0", "0"]  # one save per epoch, both by rank 0
+    assert all(int(pid) != os.getpid() for _, pid in lines)  # written by the forked rank, not the caller
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == ["epoch-0002.safetensors", "state.json"]
+
+
+def test_killed_run_resumes_from_the_last_checkpoint(digits, tmp_path):
+    data = _data(digits, 4 * BATCH + 5)
+    steps = -(-len(data) // BATCH)
+    folder = tmp_path / "ckpt"
+    seen = {"n": 0}
+
+    def kill_rank_one_in_epoch_two(module, inputs, targets):
+        seen["n"] += 1  # per process: each forked rank counts its own steps
+        if distributed.rank() == 1 and seen["n"] == steps + 2:  # epoch 1 is checkpointed: rank 0 saved it before
+            os.kill(os.getpid(), signal.SIGKILL)  # the all-reduce of epoch 2's first step let rank 1 get here
+        return F.cross_entropy(module(*inputs), targets)
+
+    def cross_entropy(module, inputs, targets):
+        return F.cross_entropy(module(*inputs), targets)
+
+    killed = _model(digits)
+    with pytest.raises(ModelpressError, match=r"rank 1 of 2 was killed by signal 9"):
+        fit(killed, data, epochs=3, lr=3e-3, batch_size=BATCH, nproc=2, loss_fn=kill_rank_one_in_epoch_two,
+            checkpoint_dir=folder)
+    assert (folder / "state.json").is_file()
+    resumed = _model(digits)
+    log = fit(resumed, data, epochs=3, lr=3e-3, batch_size=BATCH, nproc=2, loss_fn=cross_entropy,
+              checkpoint_dir=folder)
+    assert log["resumed_from_epoch"] == 1 and log["epochs_run"] == 3 and len(log["loss_per_epoch"]) == 3
+    alone = _model(digits)
+    fit(alone, data, epochs=3, lr=3e-3, batch_size=BATCH, loss_fn=cross_entropy)
+    assert _max_diff(alone, resumed) <= ATOL
+
+
+def test_a_rank_that_raises_is_one_clear_error_and_stops_the_others(digits):
+    def fail_on_rank_one(module, inputs, targets):
+        if distributed.rank() == 1:
+            raise ValueError("boom on purpose")
+        return F.cross_entropy(module(*inputs), targets)
+
+    started = time.monotonic()
+    with pytest.raises(ModelpressError) as info:
+        fit(_model(digits), _data(digits, 2 * BATCH), epochs=1, lr=3e-3, batch_size=BATCH, nproc=2,
+            loss_fn=fail_on_rank_one)
+    assert not isinstance(info.value, InputError) and info.value.exit_code == 1
+    assert str(info.value) == "data-parallel training failed on rank 1 of 2: ValueError: boom on purpose"
+    assert time.monotonic() - started < distributed.TIMEOUT_S  # rank 0 was stopped, not left to time out
+    assert not [p for p in __import__("multiprocessing").active_children() if p.name.startswith("modelpress-rank")]
+
+
+def test_an_input_error_in_a_rank_stays_exit_2(digits):
+    def bad_input(module, inputs, targets):
+        raise InputError("the loss needs labels")
+
+    with pytest.raises(InputError, match=r"failed on rank \d of 2: the loss needs labels") as info:
+        fit(_model(digits), _data(digits, 2 * BATCH), epochs=1, lr=3e-3, batch_size=BATCH, nproc=2,
+            loss_fn=bad_input)
+    assert info.value.exit_code == 2
+
+
+def test_joining_times_out_when_a_rank_never_comes():
+    started = time.monotonic()
+    with pytest.raises(ModelpressError, match=r"rank 0 of 2 could not join the torch.distributed group at "
+                                              r"127\.0\.0\.1:\d+ within 1 s"):
+        distributed.join(distributed.Group(0, 2), addr="127.0.0.1", port=distributed.free_port(), timeout_s=1)
+    assert time.monotonic() - started < 15  # torch's store waits the timeout (and one retry), then gives up
+
+
+@pytest.mark.parametrize("nproc", [0, -1, distributed.MAX_NPROC + 1])
+def test_bad_nproc_is_an_input_error(digits, nproc):
+    with pytest.raises(InputError, match=r"fit\.nproc must be in \[1, 64\]"):
+        fit(_model(digits), _data(digits, BATCH), epochs=1, lr=3e-3, batch_size=BATCH, nproc=nproc)
+
+
+def test_more_processes_than_the_batch_is_an_input_error(digits):
+    from modelpress.compress.train import TrainConfig
+
+    with pytest.raises(InputError, match=r"train\.nproc = 8 is larger than train\.batch_size = 4"):
+        TrainConfig(nproc=8, batch_size=4)
+
+
+def test_torchrun_environment_is_detected(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.torchrun_env() is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.torchrun_env() is None  # one process: train alone
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(InputError, match="WORLD_SIZE=4 is set but MASTER_ADDR is not"):
+        distributed.torchrun_env()
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert distributed.torchrun_env() == distributed.Group(3, 4, 1)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(InputError, match=r"RANK='4' must be in \[0, 4\)"):
+        distributed.torchrun_env()
