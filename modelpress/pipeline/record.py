@@ -20,6 +20,12 @@ from ..artifacts import ModelArtifact
 from ..compress.registry import COST_KEY
 from ..evaluate.evaluator import EXTRA_SECTIONS, EvalResult
 
+#: A confusion matrix over more classes than this is cut (:func:`cap_confusion`): 1000 classes would be a million
+#: cells, megabytes of report.json for a few hundred images.
+CONFUSION_MAX_CLASSES = 50
+#: With more classes than :data:`CONFUSION_MAX_CLASSES` occurring, this many most frequent confusions are kept.
+CONFUSION_TOP_PAIRS = 100
+
 #: Fields of a stage entry that the report itself owns; a stage record may not replace them.
 ENTRY_FIELDS = ("name", "kind", "params", "notes", "artifact", "metrics", "fidelity", "latency", "footprint",
                 "gates", COST_KEY, *EXTRA_SECTIONS)
@@ -51,6 +57,8 @@ def stage_entry(name: str, kind: str, params: Mapping[str, Any], *, artifact: di
     """
     entry: dict[str, Any] = {"name": name, "kind": kind, "params": dict(params), "notes": [*notes, *result.notes],
                              "artifact": artifact, **result.as_stage_fields(), "gates": []}
+    if isinstance(entry.get("metrics"), Mapping):
+        entry["metrics"] = cap_confusion(entry["metrics"])
     for key, value in (record or {}).items():
         if key in ENTRY_FIELDS:
             entry["notes"].append(f"the stage's record {key!r} clashes with the report field of that name and "
@@ -60,6 +68,43 @@ def stage_entry(name: str, kind: str, params: Mapping[str, Any], *, artifact: di
     if cost is not None:
         entry[COST_KEY] = _json_safe(dict(cost))
     return entry
+
+
+def cap_confusion(metrics: Mapping[str, Any], *, max_classes: int = CONFUSION_MAX_CLASSES,
+                  top_pairs: int = CONFUSION_TOP_PAIRS) -> dict[str, Any]:
+    """``metrics`` with a confusion matrix that stays small whatever the model's class count, saying what was cut.
+
+    Up to ``max_classes`` classes: unchanged. More, but at most ``max_classes`` of them occur (as a label or a
+    prediction): the matrix over those classes only, their indices in ``confusion_classes`` (every row and column
+    left out is all zeros). More occurring: no matrix (``confusion_matrix: null``) but the ``top_pairs`` most frequent
+    confusions in ``confusion_pairs`` (``[true, predicted, count]``, most frequent first; the correct counts are the
+    per-class rows). ``confusion_note`` says which was done.
+    """
+    out = dict(metrics)
+    matrix = out.get("confusion_matrix")
+    if not isinstance(matrix, list) or len(matrix) <= max_classes:
+        return out
+    arr = np.asarray(matrix, dtype=np.int64)
+    k = arr.shape[0]
+    used = np.flatnonzero(arr.sum(axis=0) + arr.sum(axis=1))
+    if used.size <= max_classes:
+        out["confusion_matrix"] = arr[np.ix_(used, used)].tolist()
+        out["confusion_classes"] = [int(c) for c in used]
+        out["confusion_note"] = (f"confusion matrix over the {used.size} of {k} classes that occur as a label or a "
+                                 f"prediction (confusion_classes); the rows and columns of the other "
+                                 f"{k - used.size} classes are all zero and are not stored")
+        return out
+    off = arr.copy()
+    np.fill_diagonal(off, 0)
+    true, pred = np.nonzero(off)
+    counts = off[true, pred]
+    order = np.lexsort((pred, true, -counts))[:top_pairs]
+    out["confusion_matrix"] = None
+    out["confusion_pairs"] = [[int(true[i]), int(pred[i]), int(counts[i])] for i in order]
+    out["confusion_note"] = (f"{used.size} of {k} classes occur, too many for a stored matrix: the "
+                             f"{len(order)} most frequent of {true.size} distinct confusions are in confusion_pairs "
+                             f"([true, predicted, count]); correct counts per class are in per_class")
+    return out
 
 
 def stage_result(name: str, kind: str, params: dict[str, Any], artifact: ModelArtifact, result: EvalResult,

@@ -349,6 +349,13 @@ class _Runner:
         return produce
 
     def _record(self, report: dict[str, Any], done: list[_Done], step: _Done, bar: Any) -> None:
+        if not done:  # the class count is the model's, as evaluate reports it; the data may hold some classes only
+            width = int(step.result.probabilities.shape[1])
+            names = [str(n) for n in step.result.class_names] if len(step.result.class_names) == width else []
+            if not names:
+                given = [str(n) for n in self.data.eval.class_names[:width]]
+                names = [*given, *(str(i) for i in range(len(given), width))]
+            report["data"].update(n_classes=width, class_names=names)
         done.append(step)
         report["stages"].append(step.stage)
         self._write(report, done)
@@ -396,6 +403,8 @@ class _Runner:
                         reference.name if reference else None,
                         hashlib.sha256(ref_logits.tobytes()).hexdigest() if ref_logits is not None else None])
         result = cached_eval(folder, record, eval_key) if status == "cached" else None
+        if result is not None and isinstance(record.get("class_names"), list):
+            result.class_names = tuple(str(n) for n in record["class_names"])
         if result is None:
             artifact = load_model(str(folder))  # judge what was saved, exactly as a user will load it
             result = evaluate(artifact, self.data.eval, config=self.spec.evaluate, reference_logits=ref_logits,
@@ -411,7 +420,7 @@ class _Runner:
             for row in stage["latency"]:  # where it was measured: a cached row from elsewhere is then known
                 row.setdefault("machine_id", self.machine["id"])
             eval_sha = save_eval(folder / EVAL_FILE, result)
-            record.update(eval_key=eval_key, eval_sha256=eval_sha, stage=stage)
+            record.update(eval_key=eval_key, eval_sha256=eval_sha, stage=stage, class_names=list(result.class_names))
             write_json(folder / STAGE_FILE, record)  # the commit marker, last
             status = "re-evaluated" if status == "cached" else status
         if folder != final:

@@ -182,7 +182,7 @@ def compare_reports(
         paired = PairedPredictions(b_arrays[0], b_arrays[1], c_arrays[1])
     differences = latency_differences(base["run"], cand["run"])
     results = judge_gates(config, b_stage, c_stage, paired, baseline_predictions, candidate_predictions,
-                          differences=differences, notes=notes)
+                          differences=differences, notes=notes, same_run=base["run"] == cand["run"])
     if differences and b_stage["latency"] and c_stage["latency"]:
         gated = config.force_latency and config.max_latency_ratio is not None
         notes.append("latency is not comparable between these runs (" + "; ".join(differences) + ")" + (

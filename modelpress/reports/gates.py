@@ -6,7 +6,9 @@ its threshold *and* statistically significant at ``alpha``:
 - accuracy: exact McNemar test on the paired per-sample predictions (``predictions.npz``);
 - macro F1 and ROC-AUC: paired bootstrap (samples resampled jointly), significant when the ``1 - alpha`` interval of
   the drop excludes 0;
-- latency: ratio of medians with a bootstrap 95 % CI over the stored per-call samples; fails only when the CI's
+- latency: ratio of medians with a 95 % CI: over the interleaved rounds of one run when both stages come from the
+  same run (the candidate row's ``speedup`` against the baseline stage), else a block bootstrap over the stored
+  per-call samples (blocks of consecutive calls); fails only when the CI's
   lower bound is above the threshold, and only when both runs used the same CPU, CPU flags, threads and runtime
   versions (otherwise the gate is skipped with a warning, unless ``force_latency``);
 - top-1 agreement between baseline and candidate: one-sided exact binomial test against the floor;
@@ -188,8 +190,9 @@ class _Judge:
 
     def __init__(self, config: GateConfig, base: dict[str, Any], cand: dict[str, Any], paired: PairedPredictions | None,
                  b_pred: Mapping[str, np.ndarray] | None, c_pred: Mapping[str, np.ndarray] | None, *,
-                 differences: list[str], notes: list[str]) -> None:
+                 differences: list[str], notes: list[str], same_run: bool = False) -> None:
         self.config, self.base, self.cand, self.paired = config, base, cand, paired
+        self.same_run = same_run
         self.b_pred, self.c_pred, self.differences, self.notes = b_pred or {}, c_pred or {}, differences, notes
 
     def run(self) -> list[GateResult]:
@@ -289,6 +292,17 @@ class _Judge:
 
     def latency_gate(self, name: str, threshold: float, backend: str, bs: int, b_row: dict[str, Any],
                      c_row: dict[str, Any]) -> GateResult:
+        speedup = c_row.get("speedup")
+        if self.same_run and isinstance(speedup, Mapping) and speedup.get("reference") == self.base["name"] \
+                and all(_is_number(speedup.get(k)) and speedup[k] > 0 for k in ("ratio", "ci_low", "ci_high")):
+            # timed side by side in the same interleaved rounds of one run: the CI over rounds is the evidence
+            ratio, low, high = 1 / speedup["ratio"], 1 / speedup["ci_high"], 1 / speedup["ci_low"]
+            failed = low > threshold
+            text = (f"median {b_row.get('median_ms'):.4g} → {c_row.get('median_ms'):.4g} ms = {ratio:.3g}× (95% CI "
+                    f"{low:.3g} to {high:.3g} over {speedup.get('rounds')} interleaved rounds of this run); CI lower "
+                    f"bound {'above' if failed else 'not above'} the limit {threshold:g}×")
+            return GateResult(name, "failed" if failed else "passed", threshold, ratio, "ratio", text,
+                              test="bootstrap-rounds-median-ratio", ci_low=low, ci_high=high)
         key = f"{backend}::b{bs}"
         b_samples = self.b_pred.get(f"latency_ms::{self.base['name']}::{key}")
         c_samples = self.c_pred.get(f"latency_ms::{self.cand['name']}::{key}")
@@ -297,7 +311,7 @@ class _Judge:
             failed = r["ci_low"] > threshold
             relation = "above" if failed else "not above"
             text = (f"median {np.median(b_samples):.4g} → {np.median(c_samples):.4g} ms = {r['ratio']:.3g}× "
-                    f"(95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}, {np.size(b_samples)} and "
+                    f"(95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}, block bootstrap of {np.size(b_samples)} and "
                     f"{np.size(c_samples)} calls); CI lower bound {relation} the limit {threshold:g}×")
             return GateResult(name, "failed" if failed else "passed", threshold, r["ratio"], "ratio", text,
                               test="bootstrap-median-ratio", ci_low=r["ci_low"], ci_high=r["ci_high"])
@@ -356,7 +370,7 @@ class _Judge:
 def judge_gates(config: GateConfig, base: dict[str, Any], cand: dict[str, Any], paired: PairedPredictions | None,
                 baseline_predictions: Mapping[str, np.ndarray] | None,
                 candidate_predictions: Mapping[str, np.ndarray] | None, *, differences: list[str],
-                notes: list[str]) -> list[GateResult]:
+                notes: list[str], same_run: bool = False) -> list[GateResult]:
     """Judge every gate set in ``config`` on a baseline and a candidate stage (report stage dicts).
 
     Args:
@@ -367,12 +381,14 @@ def judge_gates(config: GateConfig, base: dict[str, Any], cand: dict[str, Any], 
         differences: What differs between the runs' hardware and versions (:func:`latency_differences`); latency
             gates are skipped when it is not empty, unless ``config.force_latency``.
         notes: Appended to (e.g. unstable latency rows).
+        same_run: both stages come from one run: a candidate row's ``speedup`` against the baseline stage (timed in
+            the same interleaved rounds) is then the latency gate's evidence, before the per-call samples.
 
     Raises:
         InputError: a gate's inputs are missing (a metric, latency rows, a size).
     """
     return _Judge(config, base, cand, paired, baseline_predictions, candidate_predictions, differences=differences,
-                  notes=notes).run()
+                  notes=notes, same_run=same_run).run()
 
 
 def _is_number(value: Any) -> bool:

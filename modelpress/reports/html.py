@@ -109,9 +109,17 @@ def _figures(figures: list[dict[str, str]], stages: Sequence[Mapping[str, Any]],
         return
     ends = (("original", stages[0]), ("final", stages[-1])) if len(stages) > 1 else (("model", stages[0]),)
     for label, stage in ends:
-        matrix = (stage.get("metrics") or {}).get("confusion_matrix")
+        metrics = stage.get("metrics") if isinstance(stage.get("metrics"), Mapping) else {}
+        matrix, names = metrics.get("confusion_matrix"), class_names
+        kept = metrics.get("confusion_classes")
+        if isinstance(kept, list) and class_names and all(isinstance(c, int) and 0 <= c < len(class_names)
+                                                           for c in kept):
+            names = [class_names[c] for c in kept]  # a matrix cut to the classes that occur (record.cap_confusion)
+        elif isinstance(kept, list):
+            names = [str(c) for c in kept]
         title = f"Confusion matrix: {stage.get('name')} ({label})"
-        _add(figures, title, plots.confusion_png(matrix, class_names, title) if matrix else None, "")
+        _add(figures, title, plots.confusion_png(matrix, names, title) if matrix else None,
+             str(metrics.get("confusion_note") or ""))
 
 
 def _add(figures: list[dict[str, str]], title: str, png: str | None, caption: str) -> None:

@@ -316,6 +316,8 @@ def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -
         ]
         lines += ["**Latency**", "", *_table(headers, rows), ""]
 
+    if isinstance(metrics, Mapping) and metrics.get("confusion_note"):
+        lines += [f"Confusion matrix: {md_escape(metrics['confusion_note'])}.", ""]
     per_class = (metrics or {}).get("per_class") if isinstance(metrics, Mapping) else None
     if per_class:
         rows = []

@@ -95,29 +95,36 @@ def binomial_below(successes: int, n: int, threshold: float) -> float:
     return float(binomtest(int(successes), int(n), float(threshold), alternative="less").pvalue)
 
 
-def weighted_metric(metric: str, y_true: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_metric(metric: str, y_true: np.ndarray, proba: np.ndarray, weights: np.ndarray,
+                    classes: Any = None) -> np.ndarray:
     """A metric for each row of sample weights, vectorised (a bootstrap resample is a row of counts).
 
     Resampling with replacement is the same as weighting each original sample by how often it was drawn, so one
     matrix product (accuracy, F1) or one sorted cumulative sum per class (ROC-AUC) scores thousands of resamples.
-    With all weights 1 the result equals scikit-learn's ``accuracy_score``, ``f1_score(average="macro",
-    labels=range(k), zero_division=0)`` and ``roc_auc_score`` (binary, or one-vs-rest macro) on the same data.
+    Macro F1 and ROC-AUC average over ``classes`` (default: the classes present in ``y_true``), as the report's
+    metrics do (:mod:`modelpress.runtime.metrics`): a class the evaluation data lacks never enters an average
+    (its F1 would count as 0, its ROC-AUC is undefined). With all weights 1 the result equals scikit-learn's
+    ``accuracy_score``, ``f1_score(average="macro", labels=present, zero_division=0)`` and ``roc_auc_score``
+    (binary, or one-vs-rest macro over the present classes) on the same data.
 
     Args:
         metric: One of :data:`BOOTSTRAP_METRICS`.
         y_true: ``(n,)`` integer class indices in ``[0, k)``.
         proba: ``(n, k)`` class probabilities (or any scores that rank like them).
         weights: ``(b, n)`` non-negative sample weights.
+        classes: the classes averaged over; keep them fixed across resamples (a present class that a resample
+            happens to miss then counts, as it would with more data).
 
     Returns:
         ``(b,)`` float64 values; NaN for ROC-AUC where a resample has no positive or no negative for some class.
     """
     n_classes = proba.shape[1]
+    present = np.unique(y_true) if classes is None else np.asarray(classes, dtype=np.int64)
     if metric == "accuracy":
         correct = (proba.argmax(axis=1) == y_true).astype(np.float64)
         return weights @ correct / weights.sum(axis=1)
     if metric == "f1_macro":
-        eye = np.eye(n_classes)
+        eye = np.eye(n_classes)[:, present]
         true_hot, pred_hot = eye[y_true], eye[proba.argmax(axis=1)]
         tp = weights @ (true_hot * pred_hot)
         denom = weights @ true_hot + weights @ pred_hot
@@ -125,8 +132,10 @@ def weighted_metric(metric: str, y_true: np.ndarray, proba: np.ndarray, weights:
             f1 = np.where(denom > 0, 2.0 * tp / np.where(denom > 0, denom, 1.0), 0.0)
         return f1.mean(axis=1)
     if metric == "roc_auc":
-        classes = [1] if n_classes == 2 else range(n_classes)
-        per_class = [_weighted_auc(y_true == k, proba[:, k], weights) for k in classes]
+        if present.size < 2:
+            return np.full(weights.shape[0], np.nan)
+        per_class = [_weighted_auc(y_true == k, proba[:, k], weights)
+                     for k in ([1] if n_classes == 2 else present)]
         return np.mean(per_class, axis=0)
     raise InputError(f"unknown bootstrap metric {metric!r}; allowed: {', '.join(BOOTSTRAP_METRICS)}")
 
@@ -192,8 +201,8 @@ def paired_bootstrap(
         A drop is significant at ``alpha`` when ``ci_low > 0``.
 
     Raises:
-        InputError: bad shapes, an unknown metric, or a metric undefined on the full data (e.g. ROC-AUC with a class
-            absent from ``y_true``).
+        InputError: bad shapes, an unknown metric, or a metric undefined on the full data (ROC-AUC when ``y_true``
+            holds one class). Classes absent from ``y_true`` are left out of the macro averages, not an error.
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
         raise InputError(f"n_boot = {n_boot!r} is out of range; allowed: an integer >= 100")
@@ -207,13 +216,17 @@ def paired_bootstrap(
             f"paired bootstrap needs y_true (n,) and two (n, k) arrays; got {y.shape}, {pb.shape} and {pc.shape}"
         )
     ones = np.ones((1, y.size))
-    base_value = float(weighted_metric(metric, y, pb, ones)[0])
-    cand_value = float(weighted_metric(metric, y, pc, ones)[0])
+    present = np.unique(y)  # averages over the classes present in the data, in every resample alike
+    base_value = float(weighted_metric(metric, y, pb, ones, present)[0])
+    cand_value = float(weighted_metric(metric, y, pc, ones, present)[0])
     if not (np.isfinite(base_value) and np.isfinite(cand_value)):
-        raise InputError(f"{metric} is undefined on these {y.size} samples (a class has no positive or no negative)")
+        why = (f"y_true holds only one class ({int(present[0])}), so there are no negatives to rank against"
+               if present.size < 2 else "a class has no positive or no negative")
+        raise InputError(f"{metric} is undefined on these {y.size} samples: {why}")
     rng = np.random.default_rng(seed)
     blocks = _weight_blocks(y.size, n_boot, rng)
-    drops = np.concatenate([weighted_metric(metric, y, pb, w) - weighted_metric(metric, y, pc, w) for w in blocks])
+    drops = np.concatenate([weighted_metric(metric, y, pb, w, present) - weighted_metric(metric, y, pc, w, present)
+                            for w in blocks])
     drops = drops[np.isfinite(drops)]
     if drops.size < max(10, n_boot // 2):
         raise InputError(
@@ -242,7 +255,10 @@ def latency_ratio(baseline_samples_ms: Any, candidate_samples_ms: Any, *, n_boot
     """Slow-down of the candidate: ratio of median latencies (candidate / baseline) with a bootstrap 95 % CI.
 
     The inverse of :func:`~modelpress.runtime.latency.speedup_ratio` (same resampling, arguments swapped), so a
-    value of 1.3 reads "30 % slower". The two runs are independent, so each sample set is resampled on its own.
+    value of 1.3 reads "30 % slower". The two runs are independent, so each sample set is resampled on its own, in
+    blocks of consecutive calls (a block bootstrap: calls in one stretch share the machine's load). Two stages of
+    one pipeline run were timed in the same interleaved rounds; their speed-up (``speedup`` of a latency row,
+    :func:`~modelpress.runtime.interleaved.rounds_ratio`) is the better evidence and the gates use it.
 
     Returns:
         ``{"ratio", "ci_low", "ci_high"}``.
