@@ -37,6 +37,7 @@ class InputNote(UserWarning):
     Raised with :func:`warnings.warn`, so library users can filter it; the CLI prints each as ``note: …`` and
     ``evaluate`` records them in the report's stage notes."""
 FORMATS = ("torch", "onnx", "tensorrt")
+TASKS = ("classification", "embedding")  # what an artifact's outputs are: class scores, or sentence/sample embeddings
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,13 @@ class ModelArtifact:
     history: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
+    task: str = "classification"  # or "embedding": outputs are embeddings (n_classes is their width), not logits
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise InputError(f"unknown artifact format {self.format!r}", hint=f"use one of {FORMATS}")
+        if self.task not in TASKS:
+            raise InputError(f"unknown artifact task {self.task!r}", hint=f"use one of {TASKS}")
 
     @property
     def name(self) -> str:
@@ -162,6 +166,7 @@ class ModelArtifact:
             "inputs": [s.to_json() for s in self.inputs],
             "n_classes": self.n_classes,
             "class_names": list(self.class_names) if self.class_names else None,
+            **({"task": self.task} if self.task != "classification" else {}),  # absent: a classifier, as before
             "builder": self.builder,
             "transforms": self.transforms,
             "history": self.history,

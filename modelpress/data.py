@@ -444,6 +444,7 @@ def register_builtins(registry: Registry[DataLoader]) -> None:
     registry.add(".npz", _load_npz)
     registry.add(".csv", _load_csv)
     registry.add(".jsonl", _load_jsonl)
+    registry.add("pairs", lambda ref, **kw: importlib.import_module(f"{__package__}.text_pairs").load_pairs(ref, **kw))
 
 
 register_builtins(LOADERS)

@@ -125,6 +125,99 @@ def encoder_classifier_class() -> type:
     return _module_class()
 
 
+# ---- sentence embeddings ---------------------------------------------------------------------------------------
+#: Pooling modes of a sentence-transformers ``1_Pooling/config.json`` this module computes (the ``pooling_mode_*``
+#: flag that is true), all over real tokens only (the attention mask).
+POOLINGS = ("mean", "cls", "max", "mean_sqrt_len")
+TASKS = ("classification", "embedding")
+_ST_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+             "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
+
+
+def _embedder_class() -> type:
+    import torch
+    from torch import nn
+
+    class SentenceEmbedder(nn.Module):
+        """Encoder → pooling over real tokens (mean, CLS, max or mean·√len) → optional L2 normalization.
+
+        ``forward(input_ids, attention_mask)`` → ``(batch, hidden)`` sentence embeddings: what sentence-transformers'
+        ``encode()`` returns for a Transformer → Pooling (→ Normalize) model.
+        """
+
+        def __init__(self, encoder: nn.Module, hidden: int, pooling: str = "mean", normalize: bool = False) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.dim = hidden
+            self.pooling = pooling
+            self.normalize = normalize
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            elif self.pooling == "max":
+                pooled = hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+            else:
+                total = (hidden * mask).sum(1)
+                count = mask.sum(1).clamp(min=1e-9)
+                pooled = total / (count.sqrt() if self.pooling == "mean_sqrt_len" else count)
+            if self.normalize:  # torch.nn.functional.normalize's eps, as sentence-transformers' Normalize module
+                pooled = pooled / pooled.norm(p=2, dim=1, keepdim=True).clamp(min=1e-12)
+            return pooled
+
+    return SentenceEmbedder
+
+
+@functools.lru_cache(maxsize=1)
+def sentence_embedder_class() -> type:
+    """The ``SentenceEmbedder`` torch module class (defined lazily, like :func:`encoder_classifier_class`)."""
+    return _embedder_class()
+
+
+def sentence_transformers_config(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``{"pooling": ..., "normalize": ...}`` of a sentence-transformers folder (its ``modules.json`` names a
+    Pooling module, whose ``config.json`` says the mode; a Normalize module means L2-normalized), else None.
+
+    Read as data only: nothing of sentence-transformers is imported. A pooling config this module cannot compute
+    (several modes at once, weighted-mean, last-token) or a module after the pooling other than Normalize (a Dense
+    projection) is an error naming it, rather than embeddings that differ from the model's.
+    """
+    folder = Path(folder)
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return None
+    where = str(modules_file)
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InputError(f"{where} is not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise InputError(f"{where} must be a list of module objects")
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    if "Pooling" not in kinds:
+        return None
+    extra = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
+    if extra:
+        raise InputError(f"{where}: module(s) {extra} after the encoder are not supported (only Pooling and "
+                         f"Normalize)", hint="hf: embeddings are the encoder's pooled output, optionally normalized")
+    pooling_dir = folder / str(modules[kinds.index("Pooling")].get("path") or "1_Pooling")
+    config_file = pooling_dir / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InputError(f"{config_file}: cannot read the pooling config ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{config_file} must be a JSON object")
+    on = sorted(k for k, v in config.items() if k.startswith("pooling_mode") and v is True)
+    unknown = [k for k in on if k not in _ST_FLAGS]
+    if unknown or len(on) != 1:
+        raise InputError(f"{config_file}: pooling {on or 'none'} is not supported",
+                         hint=f"exactly one of {sorted(_ST_FLAGS)} must be true")
+    return {"pooling": _ST_FLAGS[on[0]], "normalize": "Normalize" in kinds}
+
+
 def build_module(builder: dict[str, Any]) -> Any:
     """Rebuild the module of a builder record ``{"ref": "hf:DIR", "kwargs": {"n_classes", "attn"}}``."""
     transformers = _transformers()
@@ -147,10 +240,57 @@ def build_module(builder: dict[str, Any]) -> Any:
     hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0))
     if hidden < 1:
         raise InputError(f"{ref}: config.json has no hidden_size")
+    if kwargs.get("task") == "embedding":
+        pooling = str(kwargs.get("pooling", "mean"))
+        if pooling not in POOLINGS:
+            raise InputError(f"{ref}: pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        return sentence_embedder_class()(encoder, hidden, pooling, bool(kwargs.get("normalize", False))).eval()
     n_classes = int(kwargs.get("n_classes", 0))
     if n_classes < 2:
         raise InputError(f"{ref}: n_classes must be ≥ 2, got {n_classes}")
     return encoder_classifier_class()(encoder, hidden, n_classes).eval()
+
+
+_REF_OPTIONS = ("task", "pooling", "normalize", "attn")
+
+
+def embedding_kwargs(name: str, options: Sequence[tuple[str, str]] | dict[str, str], *, classifier_asked: bool,
+                     data: Any = None, attn: str = "eager") -> dict[str, Any] | None:
+    """The builder kwargs of ``hf:NAME?OPTIONS`` as an embedding model, or None when it is a classifier.
+
+    ``task=embedding`` / ``task=classification`` decide. Without it, a sentence-transformers folder (a Pooling module
+    in ``modules.json``) is an embedding model unless a classifier is asked for: head weights or ``n_classes``
+    (``classifier_asked``), or labelled data with ≥ 2 classes that is not embedding data (``pairs:`` sets
+    ``meta["task"] = "embedding"``). Pooling and normalization come from the folder's sentence-transformers config
+    (``pooling=`` and ``normalize=true|false`` override it; a plain transformers folder defaults to mean pooling,
+    not normalized).
+    """
+    opts = dict(options)
+    unknown = sorted(set(opts) - set(_REF_OPTIONS))
+    if unknown:
+        raise InputError(f"hf:{name}: unknown option(s) {unknown}", hint=f"options are {', '.join(_REF_OPTIONS)}")
+    task = opts.get("task")
+    if task is not None and task not in TASKS:
+        raise InputError(f"hf:{name}: task must be one of {', '.join(TASKS)}, got {task!r}")
+    normalize = opts.get("normalize")
+    if normalize is not None and normalize.lower() not in ("true", "false", "1", "0"):
+        raise InputError(f"hf:{name}: normalize must be true or false, got {normalize!r}")
+    pooling = opts.get("pooling")
+    if pooling is not None and pooling not in POOLINGS:
+        raise InputError(f"hf:{name}: pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    attn = opts.get("attn", attn)
+    if task == "classification":
+        return None
+    st = sentence_transformers_config(resolve_model_dir(name))
+    if task is None:
+        data_classes = data is not None and getattr(data, "meta", {}).get("task") != "embedding" \
+            and getattr(data, "n_classes", 0) >= 2
+        if st is None or classifier_asked or data_classes:
+            return None
+    base = st or {"pooling": "mean", "normalize": False}
+    return {"task": "embedding", "pooling": pooling or base["pooling"],
+            "normalize": normalize.lower() in ("true", "1") if normalize is not None else bool(base["normalize"]),
+            "attn": str(attn)}
 
 
 def is_hf_model(ref: str) -> str | None:

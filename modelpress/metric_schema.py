@@ -242,6 +242,15 @@ _declare(
     Metric("median_ms", "latency", "median latency", "ms", False, gate="max_latency_ratio", compare=False),
     Metric("p99_ms", "latency", "p99 latency", "ms", False, compare=False),
     Metric("throughput_per_s", "latency", "throughput", "per_s", True, compare=False),
+    # embedding models (evaluate/retrieval.py): retrieval against the pairs' labels, fidelity to the reference's
+    # embeddings and ranking
+    Metric("recall_at_1", "metrics", "recall@1", "fraction", True),
+    Metric("recall_at_10", "metrics", "recall@10", "fraction", True),
+    Metric("ndcg_at_10", "metrics", "nDCG@10", "fraction", True),
+    Metric("cosine_mean", "fidelity", "cosine mean", "cosine", True),
+    Metric("cosine_min", "fidelity", "cosine min", "cosine", True),
+    Metric("ranking_recall_at_10", "fidelity", "ranking recall@10", "fraction", True),
+    Metric("ranking_ndcg_at_10", "fidelity", "ranking nDCG@10", "fraction", True),
     Metric("accuracy", "knn", "k-NN accuracy", "fraction", True),
     Metric("reference_cosine_mean", "knn", "cosine to reference (mean)", "cosine", True),
     Metric("reference_cosine_min", "knn", "cosine to reference (min)", "cosine", True, compare=False),

@@ -41,7 +41,7 @@ SPLITS = ("train", "test", "all")
 #: Suffixes that make the text after ``@`` a weights file.
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 #: Schemes whose body is a file or folder (resolved against a spec's folder like a plain path).
-PATH_SCHEMES = ("hf", "text", "images")
+PATH_SCHEMES = ("hf", "text", "images", "pairs")
 
 _SCHEME = re.compile(r"^([A-Za-z][\w.-]*):(.*)$", re.DOTALL)
 

@@ -153,8 +153,10 @@ def allow_code(refs: Iterable[str] = (), *, everything: bool = False) -> None:
 
 
 _BUILDER_KEYS = {"ref", "kwargs", "shapes", "resized"}
-_HF_KWARGS = {"n_classes": int, "attn": str}
 _ATTN = ("eager", "sdpa")
+_HF_KWARGS = {"n_classes": int, "attn": str, "task": str, "pooling": str, "normalize": bool}
+_HF_CHOICES = {"attn": _ATTN, "task": ("classification", "embedding"),
+               "pooling": ("mean", "cls", "max", "mean_sqrt_len")}  # hf.TASKS / hf.POOLINGS, as data (no import)
 
 
 def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
@@ -202,11 +204,16 @@ def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
     if parsed.scheme == "hf":
         for key, value in kwargs.items():
             want = _HF_KWARGS.get(key)
-            if want is None or not isinstance(value, want) or isinstance(value, bool):
+            if want is None or not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
                 raise InputError(f"{where}: hf builder argument {key}={value!r} is not allowed",
-                                 hint="hf: builders take n_classes (int) and attn (eager or sdpa)")
-        if kwargs.get("attn", "eager") not in _ATTN:
-            raise InputError(f"{where}: hf builder attn={kwargs['attn']!r}", hint=f"use one of {_ATTN}")
+                                 hint="hf: builders take n_classes (int), attn (eager or sdpa) and, for embedding "
+                                      "models, task, pooling and normalize (true/false)")
+        for key, allowed in _HF_CHOICES.items():
+            if key in kwargs and kwargs[key] not in allowed:
+                raise InputError(f"{where}: hf builder {key}={kwargs[key]!r}", hint=f"use one of {allowed}")
+        if ("n_classes" in kwargs) == (kwargs.get("task") == "embedding"):
+            raise InputError(f"{where}: an hf builder is a classifier (n_classes) or an embedding model "
+                             f"(task: embedding), exactly one of them")
         _check_hf_target(parsed.body, where)
         return builder
     if parsed.kind != "code" or parsed.weights or parsed.options:
@@ -510,6 +517,7 @@ def _load_folder(folder: Path, *, trust_checkpoint: bool = False) -> ModelArtifa
         history=_manifest_list(m.get("history"), "history", where),
         metadata=m.get("metadata") if isinstance(m.get("metadata"), dict) else {},
         class_names=_manifest_class_names(m.get("class_names"), where),
+        task=_manifest_task(m.get("task"), m.get("builder"), where),
     )
     for t in common["transforms"]:
         if not isinstance(t.get("name"), str) or not isinstance(t.get("params", {}), dict):
@@ -552,6 +560,21 @@ def _load_folder(folder: Path, *, trust_checkpoint: bool = False) -> ModelArtifa
     else:
         verify_manifest_files(folder, m, [path])
     return ModelArtifact(m["format"], path=path, builder=builder, **common)
+
+
+def _manifest_task(value: Any, builder: Any, where: str) -> str:
+    """``task`` of a manifest (absent: a classifier, as every manifest before it); an hf builder must agree."""
+    from .artifacts import TASKS
+
+    task = "classification" if value is None else value
+    if task not in TASKS:
+        raise InputError(f"{where}: task must be one of {', '.join(TASKS)}, got {value!r}")
+    kwargs = builder.get("kwargs") if isinstance(builder, dict) else None
+    built = kwargs.get("task", "classification") if isinstance(kwargs, dict) else None
+    if built is not None and str(builder.get("ref", "")).startswith("hf:") and built != task:
+        raise InputError(f"{where}: task is {task!r} but the builder makes a {built!r} model",
+                         hint="the manifest was edited; restore or recreate it")
+    return task
 
 
 def _manifest_int(value: Any, key: str, where: str, *, low: int) -> int:
@@ -644,12 +667,16 @@ def _load_hf(ref: Reference, *, data: Dataset | None = None, trust_checkpoint: b
 
     ``@weights`` holds head weights (keys ``head.*``) or a whole state dict.
     """
-    from .hf import INPUT_NAMES, resolve_model_dir
+    from .hf import INPUT_NAMES, embedding_kwargs, resolve_model_dir
 
     base, weights = ref.base, ref.weights
     resolve_model_dir(ref.body)  # a missing folder is the first thing to hear about
     state = read_state_dict(weights, trust_checkpoint=trust_checkpoint) if weights else None
     n_classes = int(options.get("kwargs", {}).get("n_classes", 0))
+    embedding = embedding_kwargs(ref.body, ref.options, data=data, attn=str(options.get("attn", "eager")),
+                                 classifier_asked=bool(n_classes) or (state is not None and "head.weight" in state))
+    if embedding is not None:  # pooled (normalized) sentence embeddings: no head, no class count
+        return _hf_embedder(base, embedding, state, weights, data)
     if not n_classes and state is not None and "head.weight" in state:
         n_classes = int(state["head.weight"].shape[0])
     if not n_classes and data is not None:
@@ -669,6 +696,22 @@ def _load_hf(ref: Reference, *, data: Dataset | None = None, trust_checkpoint: b
     inputs = tuple(InputSpec(name, (None, None), "int64") for name in INPUT_NAMES)
     class_names = data.class_names if data is not None and data.n_classes == n_classes else None
     return ModelArtifact("torch", inputs, n_classes, base, module=module, builder=builder, class_names=class_names)
+
+
+def _hf_embedder(base: str, kwargs: dict[str, Any], state: Any, weights: str | None,
+                 data: Dataset | None) -> ModelArtifact:
+    """The ``task: embedding`` artifact of ``hf:DIR``: its output width is the embedding size (``n_classes``)."""
+    from .hf import INPUT_NAMES
+
+    if data is not None and set(data.inputs) != set(INPUT_NAMES):
+        raise InputError(f"{base} takes inputs {list(INPUT_NAMES)} but data {data.source} has {sorted(data.inputs)}",
+                         hint="use text data (*.jsonl, text:FILE?tokenizer=..., pairs:FILE.jsonl)")
+    builder = {"ref": base, "kwargs": kwargs}
+    module = _build(builder)
+    if state is not None:
+        load_state_into(module, state, source=str(weights))
+    inputs = tuple(InputSpec(name, (None, None), "int64") for name in INPUT_NAMES)
+    return ModelArtifact("torch", inputs, int(module.dim), base, module=module, builder=builder, task="embedding")
 
 
 def register_builtins(registry: Registry[ModelLoader]) -> None:

@@ -147,7 +147,11 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
              reference_embeddings: np.ndarray | None = None) -> EvalResult:
     """Metrics on ``data``, fidelity vs ``reference_logits`` (outputs of the original model on the same data),
     latency per backend × batch size, and the footprint; with ``config`` asking for them, memory, the k-NN probe
-    (cosine similarity to ``reference_embeddings``, the original's probe embeddings) and robustness to noise."""
+    (cosine similarity to ``reference_embeddings``, the original's probe embeddings) and robustness to noise.
+
+    An embedding model (``artifact.task == "embedding"``) is judged by :mod:`~modelpress.evaluate.retrieval`:
+    retrieval recall@k / nDCG@10 against the pairs' labels as its metrics, cosine and ranking agreement with the
+    reference's embeddings as its fidelity."""
     config = config or EvalConfig()
     for backend in config.backends:
         require_backend(backend)
@@ -155,16 +159,27 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
     main_backend = native_backend(artifact)
     logits = predict(artifact, data, backend=main_backend, threads=config.threads,
                      batch_size=config.predict_batch_size)
-    names = model_classes(artifact, data, logits)
-    probs, score_kind = to_probabilities(logits, n_classes=len(names))
-    if score_kind != "softmax(logits)":
-        notes.append(f"scores are {score_kind}")
-    notes += [n for n in [host_mismatch_note(artifact, data, logits)] if n]  # INT8 built for other kernels
-    metrics = classification_metrics(data.y, logits, n_classes=len(names), class_names=list(names))
-    fid = None
-    if reference_logits is not None:
-        fid = fidelity(reference_logits, logits, n_classes=len(names))
-        fid = {"reference": reference_name, **fid}
+    if artifact.task == "embedding":  # outputs are embeddings: retrieval and cosine, not class scores
+        from .retrieval import embedding_fidelity, embedding_metrics
+
+        names: tuple[str, ...] = ()
+        probs = logits
+        notes += [n for n in [host_mismatch_note(artifact, data, logits)] if n]
+        metrics = embedding_metrics(data, logits)
+        fid = None
+        if reference_logits is not None:
+            fid = {"reference": reference_name, **embedding_fidelity(reference_logits, logits, data)}
+    else:
+        names = model_classes(artifact, data, logits)
+        probs, score_kind = to_probabilities(logits, n_classes=len(names))
+        if score_kind != "softmax(logits)":
+            notes.append(f"scores are {score_kind}")
+        notes += [n for n in [host_mismatch_note(artifact, data, logits)] if n]  # INT8 built for other kernels
+        metrics = classification_metrics(data.y, logits, n_classes=len(names), class_names=list(names))
+        fid = None
+        if reference_logits is not None:
+            fid = fidelity(reference_logits, logits, n_classes=len(names))
+            fid = {"reference": reference_name, **fid}
     latency: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
     if config.measure_latency:
