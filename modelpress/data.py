@@ -1,7 +1,9 @@
 """Datasets: what every stage and the evaluator consume.
 
 A :class:`Dataset` holds named input arrays (one ``"input"`` array for tabular/image data; ``input_ids`` +
-``attention_mask`` for text), integer labels and class names. Loaders live in one :data:`LOADERS` registry, keyed by
+``attention_mask`` for text), integer labels and class names. An input may be a
+:class:`~modelpress.images.LazyImages` (``images:DIR``): image files decoded batch by batch, so ``batches`` and
+``subset`` never hold the whole folder. Loaders live in one :data:`LOADERS` registry, keyed by
 scheme (``sklearn``, ``text``) or by suffix (``.npz``, ``.csv``, ``.jsonl``), filled here by :func:`register_builtins`
 and by plugins through the ``modelpress.data`` entry-point group, so ``sklearn:digits``, ``data.npz``, ``data.csv``
 and ``pkg.module:fn`` all reach one :func:`load_data` whatever was imported before.
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .images import LazyImages
 from .io import sha256_arrays
 from .refs import SPLITS, Reference, parse_data_ref
 from .registry import Registry
@@ -36,7 +39,13 @@ DEFAULT_SEED = 0
 
 @dataclass(frozen=True)
 class Dataset:
-    """Named model inputs (first axis = samples), integer labels in ``[0, n_classes)`` and class names."""
+    """Named model inputs (first axis = samples), integer labels in ``[0, n_classes)`` and class names.
+
+    Inputs are numpy arrays or :class:`~modelpress.images.LazyImages` (decoded on demand). Unlabelled data
+    (``meta["labelled"] = False``: an image folder without class folders) carries the placeholder label 0 of one class
+    ``"unlabelled"``; it can calibrate and distill (the teacher is the label), and :meth:`require_labels` refuses it
+    where labels are scored.
+    """
 
     inputs: dict[str, np.ndarray]
     y: np.ndarray
@@ -54,7 +63,7 @@ class Dataset:
         for name, array in self.inputs.items():
             if len(array) != n:
                 raise InputError(f"data {self.source}: input {name!r} has {len(array)} rows but there are {n} labels")
-            if np.issubdtype(array.dtype, np.floating):
+            if np.issubdtype(array.dtype, np.floating) and not isinstance(array, LazyImages):  # decoded: finite
                 bad = ~np.isfinite(array.reshape(n, -1)).all(axis=1)
                 if bad.any():
                     raise InputError(
@@ -78,16 +87,41 @@ class Dataset:
         return len(self.class_names)
 
     @property
+    def labelled(self) -> bool:
+        """False for unlabelled data, whose labels are a placeholder."""
+        return bool(self.meta.get("labelled", True))
+
+    def require_labels(self, purpose: str) -> None:
+        """InputError (exit 2) when the data is unlabelled and ``purpose`` (e.g. "accuracy") needs labels."""
+        if not self.labelled:
+            raise InputError(f"data {self.source} has no labels (an unlabelled image folder or list), so it cannot "
+                             f"give {purpose}",
+                             hint="use it to calibrate or distill (alpha 1); to score a model give labelled data: one "
+                                  "sub-folder per class, or a path,label list")
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
         """Per-sample shape of the first input (what zoo models are built for)."""
         return tuple(next(iter(self.inputs.values())).shape[1:])
 
     def sha256(self) -> str:
-        return sha256_arrays(*self.inputs.values(), self.y)
+        """Hash of the inputs and labels. Lazy image inputs are hashed by their files' relative paths, sizes and
+        mtimes plus the preprocessing options (:meth:`LazyImages.fingerprint`), never by decoding the folder."""
+        if not any(isinstance(v, LazyImages) for v in self.inputs.values()):
+            return sha256_arrays(*self.inputs.values(), self.y)
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, array in self.inputs.items():
+            part = array.fingerprint() if isinstance(array, LazyImages) else sha256_arrays(array)
+            digest.update(f"{name}\0{part}\n".encode())
+        digest.update(sha256_arrays(self.y).encode())
+        return digest.hexdigest()
 
     def subset(self, index: np.ndarray | slice, *, split: str | None = None) -> Dataset:
+        """The samples at ``index``; lazy image inputs stay lazy (nothing is decoded)."""
         return Dataset(
-            {k: v[index] for k, v in self.inputs.items()},
+            {k: v.select(index) if isinstance(v, LazyImages) else v[index] for k, v in self.inputs.items()},
             self.y[index],
             self.class_names,
             self.source,
@@ -105,7 +139,14 @@ class Dataset:
 
     def describe(self) -> dict[str, object]:
         """The report's ``data`` block: which samples were used (``n_source`` in the file or set, ``n_samples`` of
-        them used, ``split_rule`` saying how they were chosen), so a reader sees a cut instead of guessing it."""
+        them used, ``split_rule`` saying how they were chosen), so a reader sees a cut instead of guessing it.
+        Image data adds ``images`` (layout, preprocessing, images converted to RGB, bad images skipped, files
+        ignored); unlabelled data says ``labels: "none"``."""
+        extra: dict[str, object] = {}
+        if not self.labelled:
+            extra["labels"] = "none"
+        if isinstance(self.meta.get("images"), dict):
+            extra["images"] = self.meta["images"]
         return {
             "source": self.source,
             "split": self.split,
@@ -115,14 +156,17 @@ class Dataset:
             "n_classes": self.n_classes,
             "class_names": list(self.class_names),
             "sha256": self.sha256(),
+            **extra,
         }
 
     def sample_digests(self) -> set[bytes]:
         """One digest per sample (its inputs and label): what :func:`overlap` compares."""
         import hashlib
 
-        rows = [np.ascontiguousarray(v.reshape(len(self), -1)) for v in self.inputs.values()]
-        return {hashlib.sha1(b"".join(r[i].tobytes() for r in rows) + self.y[i].tobytes()).digest()
+        rows = [v.sample_keys() if isinstance(v, LazyImages) else np.ascontiguousarray(v.reshape(len(self), -1))
+                for v in self.inputs.values()]  # an image is its file (never decoded here)
+        return {hashlib.sha1(b"".join(r[i] if isinstance(r, list) else r[i].tobytes() for r in rows)
+                             + self.y[i].tobytes()).digest()
                 for i in range(len(self))}
 
 
@@ -437,10 +481,38 @@ def _load_text_scheme(ref: str, *, label_column: str = "label", **_: object) -> 
                      label_column=params.get("label_column", label_column), source=ref)
 
 
+# ---- image data (decoded lazily, batch by batch: modelpress/images.py) ----------------------------------------------
+def _load_images(ref: str, **_: object) -> Dataset:
+    """``images:DIR`` (class folders, or an unlabelled folder) or ``images:LIST.csv`` (``path,label`` lines), with
+    ``?preset=imagenet|efficientnet-lite&size=&resize=&mean=&std=&interpolation=&labels=&class_names=&
+    skip_bad_images=&allow_outside=`` (see :mod:`modelpress.images`)."""
+    from . import images
+
+    parsed = parse_data(ref)
+    pre, loading = images.parse_options(dict(parsed.options), ref)
+    index = images.index_images(parsed.body, loading=loading, pre=pre, source=ref)
+    for line in images.summary_notes(index, ref):
+        _note(line)
+    x = images.LazyImages(index.files, pre)
+    meta: dict[str, object] = {"images": images.describe_index(index, pre)}
+    if index.labels is None:
+        y, names = np.zeros(len(index.files), dtype=np.int64), (images.UNLABELLED,)
+        meta["labelled"] = False
+    elif index.layout == "class folders":
+        y, names = np.asarray(index.labels, dtype=np.int64), tuple(index.class_names or ())
+    else:  # a list: integer labels are class indices, other labels name classes (sorted), unless class_names
+        raw = np.asarray(index.labels)
+        if all(str(v).lstrip("-").isdigit() for v in index.labels):
+            raw = raw.astype(np.int64)
+        y, names = _labels_and_names(raw, ref, index.class_names)
+    return Dataset({"input": x}, y, names, ref, meta=meta)
+
+
 def register_builtins(registry: Registry[DataLoader]) -> None:
     """modelpress's own loaders; third-party ones come through the ``modelpress.data`` entry-point group."""
     registry.add("sklearn", _load_sklearn)
     registry.add("text", _load_text_scheme)
+    registry.add("images", _load_images)
     registry.add(".npz", _load_npz)
     registry.add(".csv", _load_csv)
     registry.add(".jsonl", _load_jsonl)

@@ -181,7 +181,8 @@ def explain(candidate: ModelArtifact, reference: ModelArtifact, data: Dataset, *
 def latency_batch(data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
     """The first ``batch_size`` samples, tiled when the data is smaller (as the evaluator times a batch)."""
     reps = -(-batch_size // len(data))
-    return {k: np.ascontiguousarray(np.concatenate([v] * reps)[:batch_size]) for k, v in data.inputs.items()}
+    return {k: np.ascontiguousarray(np.concatenate([v[:batch_size]] * reps)[:batch_size])  # v[:n]: lazy images
+            for k, v in data.inputs.items()}                                                 # decode one batch
 
 
 def _graph_reference(candidate: ModelArtifact, reference: ModelArtifact, data: Dataset, tmp: Path,

@@ -153,6 +153,7 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
     retrieval recall@k / nDCG@10 against the pairs' labels as its metrics, cosine and ranking agreement with the
     reference's embeddings as its fidelity."""
     config = config or EvalConfig()
+    data.require_labels("accuracy, F1 or ROC-AUC")  # unlabelled images carry a placeholder label: never scored
     for backend in config.backends:
         require_backend(backend)
     notes: list[str] = []

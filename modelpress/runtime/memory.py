@@ -166,7 +166,7 @@ def measure_memory(artifact: ModelArtifact, data: Dataset, *, backends: Sequence
         for bs in batch_sizes:
             batch_path = Path(scratch) / f"batch-{int(bs)}.npz"
             reps = -(-int(bs) // len(data))
-            np.savez(batch_path, **{k: np.ascontiguousarray(np.concatenate([v] * reps)[: int(bs)])
+            np.savez(batch_path, **{k: np.ascontiguousarray(np.concatenate([v[: int(bs)]] * reps)[: int(bs)])
                                     for k, v in data.inputs.items()})
             for backend in backends:
                 row = _run_child(ref, backend, batch_path, threads=threads, repeat=repeat, timeout_s=timeout_s,

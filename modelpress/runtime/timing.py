@@ -22,7 +22,8 @@ __all__ = ["latency_batch", "time_backend"]
 def latency_batch(data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
     """The first ``batch_size`` samples, tiled when the dataset is smaller (latency needs a full batch)."""
     reps = -(-batch_size // len(data))
-    return {k: np.ascontiguousarray(np.concatenate([v] * reps)[:batch_size]) for k, v in data.inputs.items()}
+    return {k: np.ascontiguousarray(np.concatenate([v[:batch_size]] * reps)[:batch_size])  # v[:n]: lazy images
+            for k, v in data.inputs.items()}                                                 # decode one batch
 
 
 def time_backend(artifact: ModelArtifact, data: Dataset, *, backend: str, batch_size: int, threads: int,

@@ -83,6 +83,24 @@ def _text(files: dict[str, Any]) -> tuple[str, str]:
     return f"text:{good}?tokenizer=hf:{files['hf']}&max_length=8", f"text:{good}?tokeniser=hf:{files['hf']}"
 
 
+def _images(files: dict[str, Any]) -> tuple[str, str]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        (files["dir"] / "imgs" / f"class{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(
+            files["dir"] / "imgs" / f"class{k % 2}" / f"{k}.png")
+    return f"images:{files['dir'] / 'imgs'}?size=8", f"images:{files['dir'] / 'no-such-folder'}"
+
+
+def _pairs(files: dict[str, Any]) -> tuple[str, str]:
+    rows = [("cold soup", "the soup was cold"), ("team won", "the team won"), ("fast chip", "good fast chip")]
+    good = _write(files["dir"] / "pairs.jsonl", "".join(json.dumps({"query": q, "document": d}) + "\n" for q, d in rows))
+    bad = _write(files["dir"] / "bad-pairs.jsonl", '{"query": "cold soup"}\n')  # no document
+    return f"pairs:{good}?tokenizer=hf:{files['hf']}&max_length=8", f"pairs:{bad}?tokenizer=hf:{files['hf']}"
+
+
 #: Data loaders: their canonical example and a reference they must refuse.
 DATA_EXAMPLES: dict[str, Example] = {
     "sklearn": Example(lambda files: ("sklearn:iris", "sklearn:no-such-set")),
@@ -90,6 +108,8 @@ DATA_EXAMPLES: dict[str, Example] = {
     ".csv": Example(_csv),
     ".jsonl": Example(_jsonl, needs_hf=True, tokenizer=True),
     "text": Example(_text, needs_hf=True),
+    "pairs": Example(_pairs, needs_hf=True),
+    "images": Example(_images),
 }
 #: Model sources: their canonical example and a reference they must refuse.
 SOURCE_EXAMPLES: dict[str, Example] = {

@@ -20,7 +20,7 @@ ROOT = Path(modelpress.__file__).parent
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("errors", "io", "progress", "registry", "config", "metric_schema"),
     ("refs", "onnx_utils"),
-    ("data", "artifacts", "zoo", "hf"),
+    ("data", "images", "artifacts", "zoo", "hf", "text_pairs"),
     ("sources", "runtime"),
     ("compress", "evaluate", "diagnose"),
     ("reports",),
