@@ -276,8 +276,8 @@ _TRUE = ("1", "true", "yes")
 def _load_zoo(ref: Reference, *, data: Dataset | None, trust_checkpoint: bool = False, **kw: Any) -> ModelArtifact:
     """``zoo:NAME[?option=value][@weights]``, sized by ``data``.
 
-    A ``pretrained`` model keeps the class count of its weights (the factory's default, 1000 for ImageNet), not the
-    data's; its builder record drops ``pretrained`` (a saved artifact's own weights file restores every weight, so
+    A ``pretrained`` model, or one sized by unlabelled data, keeps the class count of its weights (the factory's
+    default, 1000 for ImageNet), not the data's; its builder record drops ``pretrained`` (a saved artifact's own weights file restores every weight, so
     reloading it needs no weights package). ``@weights`` for the ImageNet CNNs go through
     :func:`modelpress.zoo.convert_checkpoint`, so torchvision files and ``module.``/``model.`` prefixed keys load.
     """
@@ -289,7 +289,7 @@ def _load_zoo(ref: Reference, *, data: Dataset | None, trust_checkpoint: bool = 
     extra = dict(kw.get("kwargs", {}))
     pretrained = str(ref.option("pretrained", "0")).lower() in _TRUE or extra.get("pretrained") is True
     n_classes = data.n_classes
-    if pretrained and name in ZOO:
+    if (pretrained or not data.labelled) and name in ZOO:  # unlabelled images do not tell the class count
         default = inspect.signature(ZOO[name]).parameters.get("n_classes")
         if default is not None and isinstance(default.default, int):
             n_classes = default.default

@@ -370,3 +370,14 @@ def test_evaluate_an_image_folder_through_the_cli(tmp_path, run_cli):
     missing = run_cli("evaluate", "zoo:cnn", "--data", f"images:{tmp_path / 'nope'}", "--no-latency", "--out",
                       tmp_path / "r")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
+
+
+def test_unlabelled_images_size_a_zoo_model_by_its_default_class_count(tmp_path):
+    """Calibrating an ImageNet CNN on unlabelled photos: the data gives the input shape, not the class count."""
+    from modelpress.sources import load_model
+
+    for k in range(2):
+        _png(tmp_path / "u" / f"{k}.png", np.zeros((9, 9, 3), np.uint8))
+    data = load_data(f"images:{tmp_path / 'u'}?size=32&resize=32", split="all")
+    model = load_model("zoo:mobilenet_v2?width_mult=0.25", data=data)
+    assert model.n_classes == 1000 and model.inputs[0].shape == (None, 3, 32, 32)
