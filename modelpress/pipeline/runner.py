@@ -265,7 +265,10 @@ class _Runner:
         self.version = modelpress_version()
         self.data_sha = data.sha256()
         self.eval_data_sha = data.eval.sha256()
-        self.eval_json = json.dumps(dataclasses.asdict(spec.evaluate), sort_keys=True, default=str)
+        evaluation = dataclasses.asdict(spec.evaluate)
+        for key in ("rounds", "interleaved"):  # how the run re-times its stages at the end, not a stage's evaluation
+            evaluation["latency"].pop(key, None)
+        self.eval_json = json.dumps(evaluation, sort_keys=True, default=str)
         self.outcomes: list[StageOutcome] = []
         self.machine = machine_fingerprint(threads=spec.evaluate.threads)
 
