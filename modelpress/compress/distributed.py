@@ -15,8 +15,10 @@ call it) trains data-parallel in two ways:
 
 Every rank takes ``batch/N`` of every global batch (a strided share of the same seeded permutation, like
 ``DistributedSampler`` without padding), gradients are all-reduced by ``DistributedDataParallel``, and each rank's
-loss is weighted by its share of the batch, so every optimizer step is the one-process step on the whole batch up to
-the order of float additions. Only rank 0 writes checkpoints and shows a progress bar.
+loss is weighted by its share of the batch, and BatchNorm layers normalise with the whole batch's statistics
+(:func:`sync_batchnorm`), so every optimizer step is the one-process step on the whole batch up to the order of
+float additions. Dropout is the exception: each rank draws its own masks from the same seed, so a model with dropout
+trains as well but not to the same weights. Only rank 0 writes checkpoints and shows a progress bar.
 
 Errors: a rank that raises writes its error and exits; the caller stops the other ranks at once and raises one
 error naming the rank that failed first (an :class:`InputError` stays exit 2, anything else is exit 1). Joining the
@@ -377,3 +379,95 @@ def all_sum(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item())
+
+
+# ---- BatchNorm over the whole batch ----------------------------------------------------------------------------------
+class _Share:
+    """Whether this rank's share of the current batch is a stand-in sample (weight 0), set by the training loop."""
+
+    empty = False
+
+
+SHARE = _Share()
+
+
+def sync_batchnorm(module: Any) -> Any:
+    """``with sync_batchnorm(module):`` — its BatchNorm layers normalise training batches with the statistics of
+    the whole global batch (sums all-reduced across the ranks, differentiably) and update their running statistics
+    with them, as one process would; torch's ``SyncBatchNorm`` runs on GPUs only. Eval mode is untouched. The
+    layers' forward is swapped on the instances for the block and restored after it, so the module's type and
+    state_dict keys never change."""
+    import contextlib
+
+    from torch.nn.modules.batchnorm import SyncBatchNorm, _BatchNorm
+
+    layers = [m for m in module.modules() if isinstance(m, _BatchNorm) and not isinstance(m, SyncBatchNorm)]
+
+    @contextlib.contextmanager
+    def patched() -> Any:
+        for layer in layers:
+            layer.forward = _global_batchnorm(layer)
+        try:
+            yield module
+        finally:
+            for layer in layers:
+                layer.__dict__.pop("forward", None)
+
+    return patched()
+
+
+def _summed(tensor: Any) -> Any:
+    """The sum of ``tensor`` over the ranks, differentiable: the gradient is the sum of the ranks' gradients."""
+    import torch
+    import torch.distributed as dist
+
+    class _AllSum(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, t: Any) -> Any:
+            out = t.clone()
+            dist.all_reduce(out)
+            return out
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            grad = grad.clone()
+            dist.all_reduce(grad)
+            return grad
+
+    return _AllSum.apply(tensor)
+
+
+def _global_batchnorm(layer: Any) -> Callable[[Any], Any]:
+    import torch
+
+    native = type(layer).forward
+
+    def forward(x: Any) -> Any:
+        if not layer.training or x.dim() < 2:
+            return native(layer, x)
+        dims = [0, *range(2, x.dim())]
+        per_channel = x.numel() // max(1, x.shape[1])
+        keep = 0.0 if SHARE.empty else 1.0  # a stand-in sample counts for nothing
+        wide = x.double()
+        stats = torch.cat([wide.sum(dims) * keep, (wide * wide).sum(dims) * keep,
+                           torch.tensor([per_channel * keep], dtype=torch.float64)])
+        stats = _summed(stats)
+        channels = x.shape[1]
+        count = stats[-1]
+        mean = stats[:channels] / count
+        var = (stats[channels : 2 * channels] / count - mean * mean).clamp_min(0)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        y = (x - mean.to(x.dtype).view(shape)) * torch.rsqrt(var.to(x.dtype) + layer.eps).view(shape)
+        if layer.affine:
+            y = y * layer.weight.view(shape) + layer.bias.view(shape)
+        if layer.track_running_stats and layer.running_mean is not None:
+            with torch.no_grad():
+                layer.num_batches_tracked.add_(1)
+                momentum = layer.momentum if layer.momentum is not None else 1.0 / float(layer.num_batches_tracked)
+                n = float(count)
+                unbiased = var * (n / (n - 1)) if n > 1 else var
+                layer.running_mean.mul_(1 - momentum).add_(mean.to(layer.running_mean.dtype), alpha=momentum)
+                layer.running_var.mul_(1 - momentum).add_(unbiased.to(layer.running_var.dtype), alpha=momentum)
+        return y
+
+    return forward

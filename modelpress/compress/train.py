@@ -13,6 +13,7 @@ folder left by different settings, data or starting weights is ignored and overw
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -188,6 +189,8 @@ def fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int, 
                         has_validation=val_data is not None or val_fraction > 0)
     if nproc is not None:
         distributed.check_nproc("fit", nproc, batch_size)
+    if loss_fn is None or val_data is not None or val_fraction > 0:  # cross-entropy on labels (training, validation)
+        data.require_labels("a cross-entropy loss (training or validation)")
     if val_data is None and val_fraction > 0:
         data, val_data = split_validation(data, val_fraction, seed=seed)
     kwargs: dict[str, Any] = dict(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed,
@@ -270,17 +273,19 @@ def _fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int,
             log, generator.bit_generator.state, best_state, best_loss, bad_epochs = resumed
             log["resumed_from_epoch"] = log["epochs_run"]
     net = module
+    batchnorm: Any = contextlib.nullcontext()
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(module)  # rank 0's weights and buffers to every rank, gradients averaged
+        batchnorm = distributed.sync_batchnorm(module)  # BatchNorm statistics of the whole batch, as alone
         log["nproc"] = group.world
     done = log["epochs_run"]
     started, wall_before = time.perf_counter(), float(log.get("wall_s") or 0.0)  # a resumed run adds its time
     rss_before = process_peak_rss_bytes()
     module.train()
     try:
-        with progress.bar(epochs * steps_per_epoch, desc, unit="step") as bar:
+        with batchnorm, progress.bar(epochs * steps_per_epoch, desc, unit="step") as bar:
             bar.update(done * steps_per_epoch)
             for epoch in range(done, epochs):
                 if log["stopped_early"]:
@@ -290,6 +295,7 @@ def _fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int,
                 for start in range(0, len(data), batch_size):
                     idx = order[start : start + batch_size]
                     share, weight = _shard(idx, group)
+                    distributed.SHARE.empty = weight == 0
                     inputs = [t[share] for t in tensors]
                     if loss_fn is None:
                         loss = F.cross_entropy(net(*inputs), targets[share])
@@ -340,7 +346,8 @@ def _shard(idx: Any, group: distributed.Group | None) -> tuple[Any, float | None
 
     Rank r takes ``idx[r::N]``. DDP averages the N gradients, so weighting each rank's mean loss by
     ``N · n_r / n`` makes the step the gradient of the whole batch's mean loss, also when the last batch does not
-    split evenly. A rank left without samples runs one sample at weight 0 (DDP needs every rank in every step).
+    split evenly. A rank left without samples runs one stand-in sample at weight 0 (DDP needs every rank in every
+    step; BatchNorm statistics leave it out).
     """
     if group is None:
         return idx, None

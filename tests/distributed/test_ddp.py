@@ -2,12 +2,14 @@
 checkpoints; a killed run resumes; a failing or missing rank is one clear error, never a hang.
 
 Tolerance of the equality tests, and why: every step of 2 ranks is mathematically the one-process step on the whole
-batch (each rank's mean loss weighted by its share, gradients averaged by DDP), so the runs differ only in the order
-float32 additions happen (a batch's gradient summed as two partial sums, then averaged). One such difference is an
-ulp of a gradient (~1e-7 relative); Adam's normalised update turns it into ~lr·1e-7 = 3e-10 per step, and a few dozen
-steps stay near an ulp of the weights (|w| < 1: ~6e-8; measured 4.5e-8 after 3 epochs of 7 steps here). We allow
-1e-5: ~200 times that, and ~300 times below one step (lr = 3e-3), so a real error — a sample dropped or counted
-twice, the uneven last batch weighted as a mean of means (measured 1e-2) — fails it.
+batch (each rank's mean loss weighted by its share, gradients averaged by DDP, BatchNorm statistics from all-reduced
+sums), so the runs differ only in the order float additions happen (a batch's gradient summed as two partial sums,
+then averaged; BatchNorm's variance from float64 sums instead of torch's kernel). One such difference is an ulp of a
+gradient (~1e-7 relative); Adam's normalised update turns it into ~lr·1e-7 = 3e-10 per step, and a few dozen steps
+stay within a few ulps of the weights (|w| < 1: ulp ~6e-8; measured after 3 epochs of 7 steps: 1.5e-8 to 3e-8 for
+the MLP, 6e-8 to 1.5e-7 for the CNN with BatchNorm). We allow 1e-5: ~70 times the largest, and ~300 times below
+one step (lr = 3e-3), so a real error — a sample dropped or counted twice, the uneven last batch weighted as a mean
+of means (measured 1e-2), per-rank BatchNorm statistics (measured 8e-3) — fails it.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def _accuracy(module, data) -> float:
 
 
 # 6 full batches and a last one of 1 sample (rank 1 gets none: it runs a weight-0 sample) or of 3 (2 + 1 samples)
-@pytest.mark.parametrize("n, kind, optimizer", [(6 * BATCH + 1, "mlp", "adamw"), (6 * BATCH + 3, "mlp", "sgd")])
+# zoo:cnn has BatchNorm: its statistics are the whole batch's (all-reduced sums), as in one process
+@pytest.mark.parametrize("n, kind, optimizer", [(6 * BATCH + 1, "cnn", "adamw"), (6 * BATCH + 3, "mlp", "sgd")])
 def test_two_ranks_train_like_one_process(digits, n, kind, optimizer):
     data = _data(digits, n)
     one, two = _model(digits, kind), _model(digits, kind)
@@ -193,3 +196,72 @@ def test_torchrun_environment_is_detected(monkeypatch):
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(InputError, match=r"RANK='4' must be in \[0, 4\)"):
         distributed.torchrun_env()
+
+
+def test_torchrun_ranks_train_together_from_the_environment(digits, tmp_path):
+    """What ``torchrun --nproc-per-node 2 script.py`` does, without the launcher's start-up: two processes with its
+    variables call fit(); they join the group from the environment and end with the one-process weights."""
+    import multiprocessing
+
+    from safetensors.torch import load_file, save_file
+
+    data = _data(digits, 6 * BATCH + 3)
+    port = distributed.free_port()
+
+    def rank_main(index: int) -> None:
+        code = 0
+        try:
+            os.environ.update(WORLD_SIZE="2", RANK=str(index), LOCAL_RANK=str(index), MASTER_ADDR="127.0.0.1",
+                              MASTER_PORT=str(port))
+            module = _model(digits)
+            log = fit(module, data, epochs=2, lr=3e-3, batch_size=BATCH, checkpoint_dir=tmp_path / "ckpt")
+            assert log["nproc"] == 2
+            save_file(module.state_dict(), str(tmp_path / f"rank{index}.safetensors"))
+            distributed.leave()
+        except BaseException as exc:  # noqa: BLE001 — reported through the file the test reads
+            (tmp_path / f"error{index}.txt").write_text(repr(exc))
+            code = 1
+        os._exit(code)
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=rank_main, args=(i,)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        if p.exitcode is None:
+            p.kill()
+    errors = [p.read_text() for p in tmp_path.glob("error*.txt")]
+    assert [p.exitcode for p in procs] == [0, 0], errors
+    alone = _model(digits)
+    fit(alone, data, epochs=2, lr=3e-3, batch_size=BATCH)
+    ranks = [load_file(str(tmp_path / f"rank{i}.safetensors")) for i in range(2)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # all-reduced: the same bits everywhere
+    assert max(float((ranks[0][k] - v).abs().max()) for k, v in alone.state_dict().items()) <= ATOL
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-0002.safetensors", "state.json"]
+
+
+@pytest.mark.parametrize("value", ["0", "65"])
+def test_cli_nproc_out_of_range_is_exit_2(run_cli, tmp_path, value):
+    result = run_cli("distill", "--teacher", "zoo:mlp", "--student", "zoo:mlp", "--data", "sklearn:iris",
+                     "--nproc", value, "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "nproc" in result.stderr and "[1, 64]" in result.stderr and value in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_yaml_nproc_trains_data_parallel_and_is_validated(run_cli, tmp_path):
+    import json
+
+    spec = tmp_path / "ddp.yaml"
+    body = ("name: ddp\nmodel: zoo:mlp\nseed: 0\ndata: {eval: sklearn:iris}\nstages:\n"
+            "  - {type: train, epochs: 2, batch_size: 16, nproc: %s}\nevaluate: {batch_sizes: [1], latency: false}\n")
+    spec.write_text(body % "65")
+    bad = run_cli("run", spec, "--out", tmp_path / "reports")
+    assert bad.exit_code == 2 and "ddp.yaml:6" in bad.stderr and "nproc" in bad.stderr
+    spec.write_text(body % "2")
+    ok = run_cli("run", spec, "--out", tmp_path / "reports")
+    assert ok.exit_code == 0, ok.stderr
+    report = json.loads(next((tmp_path / "reports").rglob("report.json")).read_text())
+    stage = next(s for s in report["stages"] if s.get("kind") == "train" or s.get("type") == "train")
+    assert '"nproc": 2' in json.dumps(stage)
