@@ -1,7 +1,7 @@
-"""Quantize stage: INT8 dynamic / static and FP16, with an accuracy-aware FP32 fallback.
+"""Quantize stage: INT8 dynamic / static, weight-only INT4 and FP16, with an accuracy-aware FP32 fallback.
 
 ``mode`` dynamic (weights int8, activations quantized per batch at run time), static (QDQ int8 with calibrated
-activation ranges: minmax / entropy / percentile) or fp16. ``engine`` onnxruntime (default; a torch input is exported
+activation ranges: minmax / entropy / percentile) fp16, or int4 (weight-only, block-wise 4-bit MatMul weights: :mod:`.quantize_int4`). ``engine`` onnxruntime (default; a torch input is exported
 to ONNX first and the export verified) or torch (``torch.ao`` dynamic, re-applied at load).
 
 **Target.** An INT8 model is built for a CPU kind (``target``: ``auto`` = the host, or one of
@@ -38,13 +38,16 @@ from ..data import Dataset
 from ..errors import GateFailed, InputError
 from ..runtime.target import TARGET_NAMES, Target, detect_host, resolve_target
 from . import quantize_onnx as qo
-from .equalize import correct_biases
+from .equalize import correct_biases, smooth_activations
 from .quantize_accuracy import accuracy_search, relative_drop
+from .quantize_int4 import ALGORITHMS as INT4_ALGORITHMS
+from .quantize_int4 import check_settings as check_int4
+from .quantize_int4 import quantize_int4
 from .quantize_targets import TargetDefaults, defaults_for, saturation_fix
 from .quantize_torch import TRANSFORM, run_torch_dynamic
 from .registry import StageConfig, StageContext, register_stage
 
-MODES = ("dynamic", "static", "fp16")
+MODES = ("dynamic", "static", "fp16", "int4")
 ENGINES = ("onnxruntime", "torch")
 CALIBRATORS = ("minmax", "entropy", "percentile")
 FORMATS = ("qdq", "qoperator")
@@ -54,6 +57,7 @@ EXPORTERS = ("auto", "dynamo", "torchscript")
 
 
 _COUNT = Interval(int, 1)
+INT4_OPS = ("MatMul",)  # weight-only INT4: constant-weight MatMuls (Gemm is rewritten as MatMul + Add first)
 _TARGET_DEFAULT = " [default: the target's]"
 
 
@@ -65,7 +69,8 @@ class QuantizeConfig(Checked, StageConfig):
     references: ClassVar[dict[str, str]] = {"calibration": "data"}
     mode: str = option("dynamic", Options(MODES),
                        help="dynamic: int8 weights, activations quantized per batch; static: int8 with calibrated "
-                            "ranges (QDQ); fp16: half-precision weights and compute.")
+                            "ranges (QDQ); fp16: half-precision weights and compute; int4: weight-only "
+                            "block-wise 4-bit MatMul weights (onnxruntime MatMulNBits), activations float.")
     engine: str = option("onnxruntime", Options(ENGINES),
                          help="torch: torch.ao dynamic int8 of Linear/LSTM/GRU (mode dynamic only).")
     calibration: str | None = option(None, help="Calibration data for static mode (default: --data's train split).")
@@ -92,6 +97,25 @@ class QuantizeConfig(Checked, StageConfig):
     bias_correction: bool | None = option(None, help="Static mode: subtract from each Conv's bias the mean output "
                                                      "shift its weight rounding causes, measured on the calibration "
                                                      "data" + _TARGET_DEFAULT + ".")
+    smooth_quant: float | None = option(None, Interval(float, 0, 1, noun=False),
+                                        help="SmoothQuant alpha: before quantizing, divide each constant-weight "
+                                             "MatMul's input channels by s = max|x|^alpha / max|w|^(1-alpha) (a "
+                                             "float Mul) and multiply the weight's rows by s, ranges measured on the "
+                                             "calibration data (--calibration, else --data; dynamic mode too); 0: "
+                                             "off" + _TARGET_DEFAULT + ": 0.7 in dynamic mode on graphs with "
+                                             "LayerNormalization, else off.")
+    int4_block_size: int = option(32, Interval(int, 16, 256),
+                                  help="int4 mode: weights per block along K that share one scale (16, 32, 64, "
+                                       "128 or 256; smaller: closer to FP32, a little larger).")
+    int4_symmetric: bool = option(False, cli="--int4-symmetric/--int4-asymmetric",
+                                  help="int4 mode: symmetric blocks (no zero point) or asymmetric (a 4-bit zero "
+                                       "point per block).")
+    int4_algorithm: str = option("rtn", Options(INT4_ALGORITHMS),
+                                 help="int4 mode: rtn (round to nearest), hqq (half-quadratic, data-free, "
+                                      "asymmetric) or gptq (error compensation on --calibration / --data).")
+    int4_accuracy_level: int = option(4, Interval(int, 0, 4),
+                                      help="int4 mode: MatMulNBits compute type of the activations (1: fp32, 4: "
+                                           "int8 blocks; 0: the kernel's default).")
     quant_format: str = option("qdq", Options(FORMATS), cli="--format", help="Q/DQ nodes or QOperator ops.")
     op_types: tuple[str, ...] = option((), help="Op types to quantize, comma-separated or repeated (default: per "
                                                 "mode).")
@@ -145,6 +169,8 @@ class QuantizeConfig(Checked, StageConfig):
         if self.engine == "torch" and self.mode != "dynamic":
             raise InputError(f"quantize.engine torch supports mode dynamic only, got mode {self.mode!r}",
                              hint="use --engine onnxruntime for static and fp16")
+        if self.mode == "int4":
+            check_int4(self.int4_block_size, self.int4_symmetric, self.int4_algorithm)
         if self.activation_type == "int8" and self.weight_type == "uint8":
             raise InputError("quantize: int8 activations with uint8 weights is not supported by onnxruntime",
                              hint="use activation_type uint8 (fast on x86) or weight_type int8")
@@ -152,7 +178,7 @@ class QuantizeConfig(Checked, StageConfig):
 
 #: Fields whose ``None`` means "take it from the target's row of :data:`.quantize_targets.DEFAULTS`".
 TARGET_FIELDS = ("activation_type", "weight_type", "reduce_range", "per_channel", "residual_sum",
-                 "bias_correction")
+                 "bias_correction", "smooth_quant")
 
 
 def resolve_defaults(config: QuantizeConfig, target: Target | None = None) -> tuple[QuantizeConfig, list[str]]:
@@ -172,7 +198,8 @@ def default_op_types(config: QuantizeConfig, row: TargetDefaults | None = None) 
     if config.op_types:
         return config.op_types
     row = row or defaults_for(resolve_target(config.target))
-    return {"dynamic": row.dynamic_ops, "static": row.static_ops, "fp16": qo.COMPUTE_OPS}[config.mode]
+    return {"dynamic": row.dynamic_ops, "static": row.static_ops, "fp16": qo.COMPUTE_OPS,
+            "int4": INT4_OPS}[config.mode]
 
 
 @register_stage(QuantizeConfig)
@@ -209,13 +236,15 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     config, filled = resolve_defaults(config, target)
     meta: dict[str, Any] = {"mode": config.mode, "engine": "onnxruntime", "per_channel": config.per_channel,
                             "target": target_record(config, target, host, filled)}
-    if config.mode != "fp16":
+    if config.mode in ("dynamic", "static"):
         notes.append(f"target {target.name}" + (" (the host)" if config.target == "auto" else f" (host {host.name})")
                      + f": {defaults_for(target).why}; reduce_range {config.reduce_range}, "
                      f"{config.activation_type}/{config.weight_type}")
     fp32 = _fp32_onnx(artifact, config, ctx, tmp, meta)
-    calibration = _calibration_data(artifact, config, ctx) if config.mode == "static" else None
-    if config.mode != "static" and config.calibration:
+    smoothing = _smoothing_wanted(config, "smooth_quant" in filled, fp32, artifact, ctx, meta)
+    gptq = config.mode == "int4" and config.int4_algorithm == "gptq"
+    calibration = _calibration_data(artifact, config, ctx) if config.mode == "static" or smoothing or gptq else None
+    if config.mode != "static" and config.calibration and not smoothing and not gptq:
         notes.append(f"--calibration ignored: mode {config.mode} needs no calibration")
     prepared = _prepare(fp32, config, tmp, notes, meta, _attention_shape(artifact))
     model = qo.load(prepared)
@@ -228,6 +257,9 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     overflow = _fp16_overflow(prepared, config, ctx, user, meta) if config.mode == "fp16" else []
     base_exclude = sorted(set(user) | set(small) | set(overflow))
     skipped_types = Counter(op for name, op in everything.items() if name not in chosen)
+    if smoothing:
+        assert calibration is not None
+        prepared = _smoothed(prepared, config, calibration, chosen, base_exclude, tmp, notes, meta)
     if config.mode == "static" and config.bias_correction and "Conv" in op_types:
         assert calibration is not None
         prepared = _bias_corrected(prepared, config, calibration, base_exclude, tmp, notes, meta)
@@ -252,7 +284,7 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     decided = set(base_exclude) | set(accuracy_excluded) | {n for n in everything if n not in chosen}
     unhandled = Counter(everything[n] for n in counts["float_nodes"] if n not in decided)
     if unhandled and config.mode != "fp16":
-        notes.append(f"onnxruntime's {config.mode} quantizer left these in FP32 (no int8 support for them): "
+        notes.append(f"onnxruntime's {config.mode} quantizer left these in FP32 (no kernel for them): "
                      + ", ".join(f"{k} ×{v}" for k, v in sorted(unhandled.items())))
     check = _guard(fp32, result_path, artifact, config, ctx, target, host)
     final = ctx.work_dir / "model.onnx"
@@ -343,7 +375,7 @@ def _prepare(fp32: Path, config: QuantizeConfig, tmp: Path, notes: list[str], me
     if config.preprocess and config.mode != "fp16":
         path = qo.preprocess(path, tmp / "preprocessed.onnx", notes)
     meta.update(optimize=optimize, preprocess=config.preprocess and config.mode != "fp16")
-    if config.mode == "dynamic":
+    if config.mode in ("dynamic", "int4"):
         model = qo.load(path)
         rewritten = qo.gemm_to_matmul(model)
         if rewritten:
@@ -377,6 +409,63 @@ def _fp16_overflow(prepared: Path, config: QuantizeConfig, ctx: StageContext, us
     return needed
 
 
+def _smoothing_wanted(config: QuantizeConfig, from_table: bool, fp32: Path, artifact: ModelArtifact,
+                      ctx: StageContext, meta: dict[str, Any]) -> bool:
+    """Whether SmoothQuant runs. Set by the user (alpha > 0): yes, in dynamic and static mode, and calibration
+    data is required. From the target's table: only in dynamic mode, on a graph with LayerNormalization (a
+    transformer: the measurement behind the default, :mod:`.quantize_targets`), and when calibration data is
+    there; otherwise skipped and the reason recorded in ``metadata["quantization"]["smooth_quant"]``."""
+    alpha = config.smooth_quant or 0.0
+    if config.mode in ("fp16", "int4") or alpha <= 0:
+        if config.mode in ("fp16", "int4") and alpha > 0 and not from_table:
+            ctx.notes.append(f"smooth_quant ignored: {config.mode} mode does not quantize activations")
+        meta["smooth_quant"] = {"alpha": None, "from_target": from_table}
+        return False
+    has_data = bool(config.calibration) or (ctx.calibration or ctx.train) is not None
+    if not from_table:
+        if not has_data:
+            raise InputError("quantize.smooth_quant needs calibration data (the activation ranges are measured)",
+                             hint="pass --calibration DATA or --data DATA, or --smooth-quant 0")
+        return True
+    why = None
+    if config.mode != "dynamic":
+        why = "the target's default applies to dynamic mode only (measured there)"
+    elif not _has_layer_norm(fp32):
+        why = "no LayerNormalization in the graph (the default is for transformers)"
+    elif not has_data:
+        why = "no calibration data (pass --data or --calibration to measure activation ranges)"
+        ctx.notes.append(f"SmoothQuant (alpha {alpha:g}, the target's default) skipped: {why}")
+    if why:
+        meta["smooth_quant"] = {"alpha": None, "from_target": True, "skipped": why}
+        return False
+    return True
+
+
+def _has_layer_norm(path: Path) -> bool:
+    from ..onnx_utils import load_onnx
+
+    model = load_onnx(path, with_data=False)
+    return any(n.op_type in ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
+                             "EmbedLayerNormalization") for n in model.graph.node)
+
+
+def _smoothed(prepared: Path, config: QuantizeConfig, calibration: Dataset, chosen: dict[str, str],
+              exclude: list[str], tmp: Path, notes: list[str], meta: dict[str, Any]) -> Path:
+    """``prepared`` with SmoothQuant (:func:`.equalize.smooth_activations`) on every constant-weight MatMul that
+    will be quantized, ranges measured on ``calibration``. Exact in FP32 (a float ``Mul`` by ``1/s`` before each
+    MatMul, its weight rows times ``s``); what it buys is measured in :mod:`.quantize_targets`."""
+    alpha = float(config.smooth_quant or 0.0)
+    model = qo.load(prepared)
+    nodes = tuple(n for n, op in chosen.items() if op == "MatMul" and n not in exclude)
+    n = smooth_activations(model, qo.feeds(model, calibration, batch_size=config.calibration_batch_size),
+                           nodes=nodes, alpha=alpha) if nodes else 0
+    meta["smooth_quant"] = {"alpha": alpha, "from_target": "smooth_quant" in meta["target"]["defaults_from_target"],
+                            "matmuls": n, "samples": len(calibration), "calibration": calibration.source}
+    notes.append(f"SmoothQuant alpha {alpha:g}: {n} MatMul inputs smoothed into their weights "
+                 f"({len(calibration)} calibration samples)")
+    return qo.save(model, tmp / "smoothed.onnx") if n else prepared
+
+
 def _bias_corrected(prepared: Path, config: QuantizeConfig, calibration: Dataset, exclude: list[str], tmp: Path,
                     notes: list[str], meta: dict[str, Any]) -> Path:
     """``prepared`` with each quantized Conv's bias corrected for the rounding of its int8 weights (Nagel et al.
@@ -398,6 +487,8 @@ def _bias_corrected(prepared: Path, config: QuantizeConfig, calibration: Dataset
 def _why_not(op: str, config: QuantizeConfig) -> str:
     if config.op_types:
         return "not in --op-types"
+    if config.mode == "int4":
+        return "int4 mode converts MatMuls with a constant weight only (MatMulNBits)"
     if config.mode == "dynamic" and op == "Conv":
         return "ConvInteger has no fast CPU kernel; use --mode static for convolutions"
     return f"onnxruntime's {config.mode} quantizer has no int8 kernel for it"
@@ -429,6 +520,16 @@ def _builder(prepared: Path, config: QuantizeConfig, op_types: tuple[str, ...], 
     elif config.mode == "dynamic":
         meta.update(calibrator=None, quant_format="dynamic", activation_type="uint8 (per batch)",
                     weight_type=config.weight_type, reduce_range=config.reduce_range)
+    elif config.mode == "int4":
+        gptq = config.int4_algorithm == "gptq"
+        reader = (qo._reader_class()(calibration, qo.graph_input_names(qo.load(prepared)),
+                                     config.calibration_batch_size) if gptq and calibration is not None else None)
+        meta.update(calibrator=None, quant_format="MatMulNBits", activation_type="float", weight_type="int4",
+                    bits=4, block_size=config.int4_block_size, symmetric=config.int4_symmetric,
+                    algorithm=config.int4_algorithm, accuracy_level=config.int4_accuracy_level,
+                    per_channel=None, reduce_range=None,
+                    calibration=({"source": calibration.source, "n_samples": len(calibration)}
+                                 if gptq and calibration is not None else None))
     else:
         fp16 = qo.out_of_fp16_range(qo.load(prepared))
         meta.update(calibrator=None, quant_format="float16", keep_io_fp32=config.keep_io_fp32, fp16_weights=fp16)
@@ -440,6 +541,10 @@ def _builder(prepared: Path, config: QuantizeConfig, op_types: tuple[str, ...], 
         if config.mode == "dynamic":
             qo.quantize_dynamic(prepared, out, op_types=op_types, per_channel=config.per_channel,
                                 reduce_range=config.reduce_range, weight_type=config.weight_type, exclude=exclude)
+        elif config.mode == "int4":
+            quantize_int4(prepared, out, block_size=config.int4_block_size, symmetric=config.int4_symmetric,
+                          algorithm=config.int4_algorithm, accuracy_level=config.int4_accuracy_level,
+                          exclude=exclude, calibration_reader=reader)
         elif config.mode == "static":
             qo.quantize_static(prepared, out, reader=reader, cache=tmp / "calibration.json", op_types=op_types,
                                per_channel=config.per_channel, reduce_range=config.reduce_range,
@@ -471,7 +576,8 @@ def _calibration_data(artifact: ModelArtifact, config: QuantizeConfig, ctx: Stag
     else:
         data = ctx.calibration or ctx.train
     if data is None:
-        raise InputError("static quantization needs calibration data",
+        what = {"static": "static quantization", "int4": "int4 gptq"}.get(config.mode, "smooth_quant")
+        raise InputError(f"{what} needs calibration data",
                          hint="pass --calibration DATA (or --data DATA, whose train split is used)")
     check_inputs(artifact.inputs, next(data.batches(1))[0], model=artifact.source)
     n = min(len(data), config.calibration_samples)
@@ -484,7 +590,7 @@ def _calibration_data(artifact: ModelArtifact, config: QuantizeConfig, ctx: Stag
 def can_saturate(config: QuantizeConfig) -> bool:
     """Whether a u8×s8 pair of this model can exceed int16 on a saturating target: 8-bit int8 weights only
     (7-bit weights, in [-64, 64]: 2 × 255 × 64 = 32640 < 32767; U8U8 and FP16 run other, exact kernels)."""
-    return config.mode != "fp16" and config.weight_type == "int8" and not config.reduce_range
+    return config.mode in ("dynamic", "static") and config.weight_type == "int8" and not config.reduce_range
 
 
 def _guard(fp32: Path, quantized: Path, artifact: ModelArtifact, config: QuantizeConfig, ctx: StageContext,
@@ -537,7 +643,7 @@ def _verdict(record: dict[str, Any], reference: np.ndarray, got: np.ndarray, jud
 
     n_classes = artifact.n_classes
     width = reference.shape[1] if reference.ndim == 2 else 1
-    if n_classes and reference.shape == got.shape and width in (n_classes, 1):
+    if artifact.task != "embedding" and n_classes and reference.shape == got.shape and width in (n_classes, 1):
         for name, values in (("", got), ("judged_", judged)):
             check = compare_outputs(reference, values, n_classes=n_classes).as_dict()
             record.update({f"{name}{k}": check[k] for k in ("top1_agreement", "max_abs_diff", "mean_abs_diff",
@@ -557,6 +663,8 @@ def _verdict(record: dict[str, Any], reference: np.ndarray, got: np.ndarray, jud
     agreement = record.get("judged_top1_agreement")
     if agreement is not None and agreement < config.min_agreement:
         failures.append(f"top-1 agreement with FP32 {agreement:.4f} < {config.min_agreement:g}")
+    if artifact.task == "embedding" and record["min_cosine"] < config.min_agreement:  # embeddings: worst cosine
+        failures.append(f"min cosine to FP32 embeddings {record['min_cosine']:.4f} < {config.min_agreement:g}")
     tol = config.accuracy_tolerance
     if tol is not None and record.get("relative_drop") is not None and record["relative_drop"] > tol + 1e-12:
         failures.append(f"{record['metric']} {record['metric_value']:.4f} vs FP32 {record['fp32_metric']:.4f} "
@@ -564,7 +672,8 @@ def _verdict(record: dict[str, Any], reference: np.ndarray, got: np.ndarray, jud
     record["passed"] = not failures
     if not failures:
         return record
-    where = (f"on {len(data)} samples of {data.source}, {config.mode} INT8 for {target.name}, measured on "
+    kind = "weight-only INT4" if config.mode == "int4" else f"{config.mode} INT8"
+    where = (f"on {len(data)} samples of {data.source}, {kind} for {target.name}, measured on "
              f"{judged_on}")
     if not config.guard:
         ctx.notes.append(f"guard off (--no-guard): {'; '.join(failures)} {where}")
@@ -577,6 +686,9 @@ def _verdict(record: dict[str, Any], reference: np.ndarray, got: np.ndarray, jud
     elif host.saturates and not target.kernels_match(host) and config.weight_type == "int8":
         hint = (f"this host ({host.name}) saturates u8×s8 pairs and {target.name} does not; check on a "
                 f"{target.name} CPU, or build for this host with --target auto")
+    elif config.mode == "int4":
+        hint = ("keep the most sensitive MatMuls in float (--accuracy-tolerance), use smaller blocks "
+                "(--int4-block-size 32) or --int4-algorithm hqq/gptq; --no-guard writes it anyway")
     elif config.mode == "static":
         hint = ("keep the most sensitive layers in FP32 (--accuracy-tolerance), try --calibrate entropy or "
                 "percentile, or --mode dynamic; --no-guard writes it anyway")
@@ -628,7 +740,10 @@ def _summary(meta: dict[str, Any]) -> str:
     check = meta.get("check") or {}
     tail = (f"; top-1 agreement {check['top1_agreement']:.4f}, max |Δlogit| {check['max_abs_diff']:.3g} on "
             f"{check['n_samples']} samples ({check['kernels']})") if "top1_agreement" in check else ""
-    channel = f", per-channel {meta['per_channel']}" if meta["mode"] != "fp16" else ""
+    channel = f", per-channel {meta['per_channel']}" if meta["mode"] in ("dynamic", "static") else ""
+    if meta["mode"] == "int4":
+        channel = (f", {meta['algorithm']}, block {meta['block_size']}, "
+                   f"{'symmetric' if meta['symmetric'] else 'asymmetric'}, accuracy_level {meta['accuracy_level']}")
     target = meta["target"]["name"] if meta["mode"] != "fp16" else "any"
     return (f"quantized {how}{channel} for {target}: {counts}; {kept} node(s) kept FP32 by choice; "
             f"size {meta['size_bytes_before'] / 1e6:.2f} MB → {meta['size_bytes_after'] / 1e6:.2f} MB "

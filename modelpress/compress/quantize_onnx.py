@@ -43,7 +43,7 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU
 INTEGER_OPS = {"MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul", "MatMulIntegerToFloat": "MatMul",
                "QLinearMatMul": "MatMul", "ConvInteger": "Conv", "QLinearConv": "Conv", "QGemm": "Gemm",
                "QAttention": "Attention", "DynamicQuantizeLSTM": "LSTM", "QEmbedLayerNormalization":
-               "EmbedLayerNormalization"}
+               "EmbedLayerNormalization", "MatMulNBits": "MatMul"}
 _QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 
 

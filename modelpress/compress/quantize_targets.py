@@ -51,6 +51,7 @@ class TargetDefaults:
     per_channel: bool
     residual_sum: bool
     bias_correction: bool  # static mode: Conv biases corrected for weight rounding (compress/equalize.py)
+    smooth_quant: float  # SmoothQuant alpha, dynamic mode on graphs with LayerNormalization (0: off)
     dynamic_ops: tuple[str, ...]
     static_ops: tuple[str, ...]
     why: str
@@ -60,7 +61,7 @@ class TargetDefaults:
 
 
 _EXACT = dict(activation_type="uint8", weight_type="int8", reduce_range=False, per_channel=True, residual_sum=True,
-              bias_correction=True,
+              bias_correction=True, smooth_quant=0.7,
               dynamic_ops=DYNAMIC_OPS, static_ops=STATIC_OPS)
 _SATURATING = {**_EXACT, "reduce_range": True}
 

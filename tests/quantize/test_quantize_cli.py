@@ -83,7 +83,7 @@ def test_bad_options_are_refused_before_anything_runs(trained_cnn, run_cli, tmp_
         ("--mode", "dynamic", "--accuracy-tolerance", "2", "--data", "sklearn:digits"):
             "accuracy_tolerance must be in [0, 1)",
         ("--mode", "static", "--data", "sklearn:digits", "--exclude-nodes", "conv9"): "no node named 'conv9'",
-        ("--mode", "int4",): "Invalid value for '--mode'",
+        ("--mode", "int2",): "Invalid value for '--mode'",
     }
     for args, message in cases.items():
         assert message in _one_line_error(run_cli("quantize", folder, *args, "-o", "q")), args

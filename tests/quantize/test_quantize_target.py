@@ -30,7 +30,7 @@ def test_every_target_has_a_row_and_saturating_ones_use_7_bit_weights():
         assert config.reduce_range is target.saturates, name  # 7-bit weights exactly where u8×s8 pairs saturate
         assert (config.activation_type, config.weight_type, config.per_channel) == ("uint8", "int8", True)
         assert set(filled) == {"activation_type", "weight_type", "reduce_range", "per_channel", "residual_sum",
-                               "bias_correction", "op_types"}
+                               "bias_correction", "smooth_quant", "op_types"}
 
 
 @pytest.mark.parametrize(("host", "reduce_range"), [("x86-avx2", True), ("x86-avx512", True), ("x86-vnni", False),
