@@ -95,8 +95,10 @@ def _images(files: dict[str, Any]) -> tuple[str, str]:
 
 
 def _pairs(files: dict[str, Any]) -> tuple[str, str]:
-    rows = [("cold soup", "the soup was cold"), ("team won", "the team won"), ("fast chip", "good fast chip")]
-    good = _write(files["dir"] / "pairs.jsonl", "".join(json.dumps({"query": q, "document": d}) + "\n" for q, d in rows))
+    rows = [("cold soup", "the soup was cold", "food"), ("team won", "the team won", "sports"),
+            ("fast chip", "good fast chip", "tech")]
+    good = _write(files["dir"] / "pairs.jsonl",
+                  "".join(json.dumps({"query": q, "document": d, "label": y}) + "\n" for q, d, y in rows))
     bad = _write(files["dir"] / "bad-pairs.jsonl", '{"query": "cold soup"}\n')  # no document
     return f"pairs:{good}?tokenizer=hf:{files['hf']}&max_length=8", f"pairs:{bad}?tokenizer=hf:{files['hf']}"
 
