@@ -381,6 +381,10 @@ def smooth_activations(model: Any, batches: Any, *, nodes: tuple[str, ...] | Non
     MatMul) and ``W' = diag(s) W``: the same product, with the few activation channels that dominate a per-tensor
     activation scale shrunk and their weight rows grown. Dynamic INT8 quantizes each activation tensor with one
     scale per batch, so a channel 30× wider than the rest leaves the others a handful of levels.
+
+    MatMuls that read the same tensor (a transformer's Q, K and V projections) share one ``s`` (``w_k`` = the
+    largest ``|W[k, :]|`` over all of them, as the paper does for QKV) and one ``Mul``: their input is then still
+    one tensor, which onnxruntime quantizes once per batch instead of once per MatMul.
     """
     import onnx
     import onnxruntime as ort
@@ -411,24 +415,30 @@ def smooth_activations(model: Any, batches: Any, *, nodes: tuple[str, ...] | Non
             ranges[name] = np.maximum(ranges.get(name, 0), v)
     if not ranges:
         raise InputError("activation smoothing needs calibration data: got 0 batches")
-    inserted = []
+    groups: dict[str, list[Any]] = {}
     for node in chosen:
-        w = g.const(node.input[1])
-        assert w is not None
-        a, wr = ranges[node.input[0]], np.abs(w).max(axis=1)
+        groups.setdefault(node.input[0], []).append(node)
+    inserted = []
+    for source, group in groups.items():
+        weights = [g.const(node.input[1]) for node in group]
+        a = ranges[source]
+        wr = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)  # type: ignore[union-attr]
         live = (a > 0) & (wr > 0)
         s = np.ones_like(a)
         s[live] = a[live] ** alpha / wr[live] ** (1 - alpha)
-        g.arrays[node.input[1]] = w * s[:, None]
-        inv = f"{node.name or node.output[0]}_smooth_inv"
+        for node, w in zip(group, weights, strict=True):
+            g.arrays[node.input[1]] = w * s[:, None]
+        first = group[0]
+        inv = f"{first.name or first.output[0]}_smooth_inv"
         proto = g._np.from_array((1.0 / s).astype(np.float32), inv)
         model.graph.initializer.append(proto)
         g.inits[inv] = proto
-        smoothed = f"{node.input[0]}_smoothed_{node.name}"
-        inserted.append((node, helper.make_node("Mul", [node.input[0], inv], [smoothed], name=f"{node.name}_smooth")))
-        node.input[0] = smoothed
+        smoothed = f"{source}_smoothed_{first.name}"
+        inserted.append((first, helper.make_node("Mul", [source, inv], [smoothed], name=f"{first.name}_smooth")))
+        for node in group:
+            node.input[0] = smoothed
     order = list(model.graph.node)
-    for node, mul in inserted:
+    for node, mul in inserted:  # before the first MatMul of its group (the graph is in topological order)
         order.insert(next(i for i, n in enumerate(order) if n is node), mul)
     del model.graph.node[:]
     model.graph.node.extend(order)

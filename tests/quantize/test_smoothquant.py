@@ -90,6 +90,31 @@ def test_smoothing_is_an_exact_rewrite_in_fp32():
     assert np.abs(after - before).max() <= 1e-5 * np.abs(before).max()
 
 
+def test_matmuls_reading_one_tensor_share_one_mul():
+    """Q/K/V-like projections of one tensor get one smoothing factor (the largest weight row over all three) and
+    one Mul, so the quantizer still sees one activation tensor."""
+    rng = np.random.default_rng(0)
+    weights = {f"w{k}": rng.normal(size=(8, 4)).astype(np.float32) * (k + 1) for k in range(3)}
+    nodes = [helper.make_node("MatMul", ["x", f"w{k}"], [f"y{k}"], name=f"proj{k}") for k in range(3)]
+    nodes.append(helper.make_node("Sum", ["y0", "y1", "y2"], ["y"], name="sum"))
+    graph = helper.make_graph(nodes, "qkv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.normal(size=(32, 8)).astype(np.float32)
+    x[:, 1] *= 50
+    before = _run(model, x)
+    assert smooth_activations(model, [{"x": x}], alpha=0.5) == 3
+    muls = [n for n in model.graph.node if n.op_type == "Mul"]
+    assert len(muls) == 1 and all(n.input[0] == muls[0].output[0] for n in model.graph.node if n.op_type == "MatMul")
+    np.testing.assert_allclose(_run(model, x), before, rtol=1e-5, atol=1e-4 * np.abs(before).max())
+    # s_k = a_k^0.5 / w_k^0.5 with w_k the largest |W[k, :]| over the three weights (the test's own arithmetic)
+    a = np.abs(x).max(axis=0).astype(np.float64)
+    w = np.max([np.abs(v).max(axis=1) for v in weights.values()], axis=0)
+    inv = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == muls[0].input[1]))
+    np.testing.assert_allclose(inv, np.sqrt(w / a), rtol=1e-5)
+
+
 def test_the_stage_smooths_by_default_on_a_transformer_graph_and_records_it(tmp_path):
     artifact, data = _artifact(tmp_path, _block(), _tokens(32, seed=3))
     ctx = StageContext(work_dir=tmp_path / "w", eval=data, calibration=data)
