@@ -449,8 +449,8 @@ def _scan_folder(root: Path, loading: dict[str, Any], source: str) -> ImageIndex
 
 
 def _class_names(value: str | None, root: Path, source: str) -> list[str] | None:
-    """``class_names=a,b,c``, or a text file (one name per line) named relative to DIR's folder or the working
-    directory."""
+    """``class_names=a,b,c``, or a text file (one name per line): absolute, or found inside DIR, beside DIR, or
+    relative to the working directory (in that order)."""
     if value is None:
         return None
     if "," not in value:
