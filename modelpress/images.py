@@ -480,7 +480,7 @@ def _read_list(path: Path, loading: dict[str, Any], source: str) -> ImageIndex:
     """``path,label`` (or ``path``) lines, an optional header, ``#`` comments; paths relative to the list's folder."""
     root = path.parent
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(enumerate(csv.reader(handle), start=1))
     except UnicodeDecodeError:
         raise InputError(f"image list {path} is not UTF-8 text",

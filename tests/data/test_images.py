@@ -93,7 +93,7 @@ def test_a_file_list_reads_paths_relative_to_it_and_stays_inside(tmp_path):
     for name in ("a.png", "b.png", "sub/c.png"):
         _png(tmp_path / "set" / name, rng.integers(0, 256, (9, 9, 3), dtype=np.uint8))
     listing = tmp_path / "set" / "list.csv"
-    listing.write_text("path,label\n# a comment\nb.png,dog\nsub/c.png,cat\na.png,dog\n", encoding="utf-8")
+    listing.write_text("\ufeffpath,label\n# a comment\nb.png,dog\nsub/c.png,cat\na.png,dog\n", encoding="utf-8")
     data, _ = _load(f"images:{listing}?size=8")
     assert data.class_names == ("cat", "dog") and data.y.tolist() == [1, 0, 1]
     assert [f.rel for f in data.inputs["input"].files] == ["b.png", "sub/c.png", "a.png"]
@@ -115,6 +115,8 @@ def test_a_file_list_reads_paths_relative_to_it_and_stays_inside(tmp_path):
     linked.write_text("link.png,x\n", encoding="utf-8")
     with pytest.raises(InputError, match="link.png resolves to .*elsewhere.png, outside"):
         load_data(f"images:{linked}")
+    with pytest.raises(InputError, match=r"image list .*a.png is not UTF-8 text"):
+        load_data(f"images:{tmp_path / 'set' / 'a.png'}")  # an image where a folder or a list belongs
     missing = tmp_path / "set" / "missing.csv"
     missing.write_text("a.png,x\nnope.png,y\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"missing.csv:2: image nope.png does not exist"):
