@@ -390,7 +390,14 @@ def _is_image(name: str) -> bool:
 def _walk(folder: Path, root: Path, index: ImageIndex, allow_outside: bool, source: str) -> list[Path]:
     """Image files under ``folder``, sorted, recursively; others counted in ``index.ignored``."""
     found: list[Path] = []
+    seen: set[str] = set()  # folders already walked (real paths): a symlink loop is walked once
     for current, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            index.ignored["symlink loop"] = index.ignored.get("symlink loop", 0) + 1
+            dirs[:] = []
+            continue
+        seen.add(real)
         hidden = [d for d in dirs if d.startswith(".")]
         if hidden:
             index.ignored["hidden"] = index.ignored.get("hidden", 0) + len(hidden)
@@ -473,7 +480,8 @@ def _class_names(value: str | None, root: Path, source: str) -> list[str] | None
 
 def _record(file: Path, root: Path) -> ImageFile:
     stat = file.stat()
-    return ImageFile(str(file), file.relative_to(root).as_posix(), int(stat.st_size), int(stat.st_mtime_ns))
+    rel = Path(os.path.relpath(file, root)).as_posix()  # "../x.jpg" for a file outside (allow_outside)
+    return ImageFile(str(file), rel, int(stat.st_size), int(stat.st_mtime_ns))
 
 
 def _read_list(path: Path, loading: dict[str, Any], source: str) -> ImageIndex:

@@ -130,6 +130,16 @@ def test_a_symlinked_image_in_a_folder_must_stay_inside_it(tmp_path):
     with pytest.raises(InputError, match="outside"):
         load_data(f"images:{root}")
     assert len(load_data(f"images:{root}?size=8&allow_outside=1", split="all")) == 3
+    os.symlink(root, root / "a" / "loop")  # a folder linking to its ancestor: walked once, not forever
+    (root / "a" / "z.png").unlink()
+    data, notes = _load(f"images:{root}?size=8")
+    assert len(data) == 2 and any("symlink loop 1" in n for n in notes)
+    listing = tmp_path / "lists" / "abs.csv"
+    listing.parent.mkdir()
+    listing.write_text(f"{tmp_path / 'outside.png'},x\n", encoding="utf-8")  # an absolute path
+    with pytest.raises(InputError, match="outside"):
+        load_data(f"images:{listing}")
+    assert _load(f"images:{listing}?size=8&allow_outside=true")[0].inputs["input"].files[0].rel == "../outside.png"
 
 
 # ---- preprocessing numbers ------------------------------------------------------------------------------------------
