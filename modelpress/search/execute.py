@@ -26,7 +26,6 @@ import math
 import multiprocessing as mp
 import os
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -215,15 +214,18 @@ class RayPool(_Pool):
         ray = require_ray()
         self.ray = ray
         self.workers = workers
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
-                                  "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads)}}}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
         if address:
-            check_ray_address(address)
+            check_ray_address(address)  # an address that does not answer: exit 2 now, not Ray's long retry loop
             kwargs["address"] = address
         else:
             kwargs["num_cpus"] = workers
-        _call_with_timeout(lambda: ray.init(**kwargs), RAY_CONNECT_TIMEOUT_S * (1 if address else 4),
-                           f"Ray at {address}" if address else "a local Ray")
+        try:
+            ray.init(**kwargs)  # in the main thread: Ray installs signal handlers and watches its GCS from here
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise InputError(f"could not start or join {where}: {' '.join(str(exc).split())[:300]}",
+                             hint="check the address (ray start --head prints it), or run without --ray") from None
         self.remote = ray.remote(num_cpus=1, max_retries=0)(run_trial)
         self.running: dict[Any, dict[str, Any]] = {}
 
@@ -249,28 +251,6 @@ class RayPool(_Pool):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.ray.shutdown()
-
-
-def _call_with_timeout(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise InputError(f"{what} did not start within {timeout:g} s", hint="check the address, or run without --ray")
-    if "error" in box:
-        error = box["error"]
-        if isinstance(error, ModelpressError):
-            raise error
-        raise InputError(f"{what} failed to start: {type(error).__name__}: {' '.join(str(error).split())[:300]}")
-    return box.get("value")
 
 
 # ---- the search loop -----------------------------------------------------------------------------------------------

@@ -75,12 +75,12 @@ def test_a_condition_on_a_value_its_parameter_never_takes(write_search):
 
 
 def test_a_float_range_needs_low_below_high(write_search):
-    message = error_of(write_search, search_yaml("  stages.train.lr: {low: 0.1, high: 0.01}\n"))
+    message = error_of(write_search, search_yaml("  stages.prune.lr: {low: 0.1, high: 0.01}\n"))
     assert "low must be below high" in message
 
 
 def test_random_sampler_needs_a_budget_and_is_deterministic_by_seed(write_search):
-    space = "  stages.train.lr: {low: 0.001, high: 0.1, log: true}\n  stages.prune.amount: [0.25, 0.5, 0.75]\n"
+    space = "  stages.prune.lr: {low: 0.001, high: 0.1, log: true}\n  stages.prune.amount: [0.25, 0.5, 0.75]\n"
     message = error_of(write_search, search_yaml(space, extra="sampler: random\n"))
     assert "sampler random needs a budget" in message
     spec = load_search(write_search(search_yaml(space, extra="sampler: random\nseed: 7\nbudget: {trials: 4}\n")))
@@ -94,8 +94,8 @@ def test_random_sampler_needs_a_budget_and_is_deterministic_by_seed(write_search
 
     lr = math.exp(rng.uniform(math.log(0.001), math.log(0.1)))
     amount = rng.choice([0.25, 0.5, 0.75])
-    assert draws_a[0] == {"stages.train.lr": lr, "stages.prune.amount": amount}
-    assert all(0.001 <= d["stages.train.lr"] <= 0.1 for d in draws_a)
+    assert draws_a[0] == {"stages.prune.lr": lr, "stages.prune.amount": amount}
+    assert all(0.001 <= d["stages.prune.lr"] <= 0.1 for d in draws_a)
     other = load_search(write_search(search_yaml(space, extra="sampler: random\nseed: 8\nbudget: {trials: 4}\n"),
                                      name="other.yaml"))
     assert [make_sampler(other, []).ask() for _ in range(1)] != first
@@ -103,15 +103,15 @@ def test_random_sampler_needs_a_budget_and_is_deterministic_by_seed(write_search
 
 def test_grid_order_and_resume_skip(write_search):
     spec = load_search(write_search(search_yaml("  stages.prune.amount: [0.25, 0.5]\n"
-                                                "  stages.train.epochs: {low: 1, high: 3, step: 2}\n")))
-    assert spec.grid() == [{"stages.prune.amount": a, "stages.train.epochs": e} for a in (0.25, 0.5) for e in (1, 3)]
-    sampler = make_sampler(spec, [{"params": {"stages.prune.amount": 0.25, "stages.train.epochs": 3}}])
+                                                "  stages.prune.finetune_epochs: {low: 1, high: 3, step: 2}\n")))
+    assert spec.grid() == [{"stages.prune.amount": a, "stages.prune.finetune_epochs": e} for a in (0.25, 0.5) for e in (1, 3)]
+    sampler = make_sampler(spec, [{"params": {"stages.prune.amount": 0.25, "stages.prune.finetune_epochs": 3}}])
     asked = []
     while (values := sampler.ask()) is not None:
         asked.append(values)
-    assert asked == [{"stages.prune.amount": 0.25, "stages.train.epochs": 1},
-                     {"stages.prune.amount": 0.5, "stages.train.epochs": 1},
-                     {"stages.prune.amount": 0.5, "stages.train.epochs": 3}]
+    assert asked == [{"stages.prune.amount": 0.25, "stages.prune.finetune_epochs": 1},
+                     {"stages.prune.amount": 0.5, "stages.prune.finetune_epochs": 1},
+                     {"stages.prune.amount": 0.5, "stages.prune.finetune_epochs": 3}]
 
 
 def test_tpe_without_optuna_is_exit_3(write_search, monkeypatch):
@@ -128,4 +128,4 @@ def test_tpe_without_optuna_is_exit_3(write_search, monkeypatch):
 def test_trial_pipeline_sets_the_values_and_the_constraint_gates(write_search):
     spec = load_search(write_search(search_yaml(extra="constraints:\n  max_accuracy_drop: 5\n")))
     trial = spec.trial_spec({"stages.prune.amount": 0.75}, name="tiny-t000")
-    assert trial.stages[1].amount == 0.75 and trial.gates["max_accuracy_drop"] == 5 and trial.name == "tiny-t000"
+    assert trial.stages[0].amount == 0.75 and trial.gates["max_accuracy_drop"] == 5 and trial.name == "tiny-t000"
