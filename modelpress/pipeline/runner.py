@@ -266,9 +266,13 @@ class _Runner:
         self.data_sha = data.sha256()
         self.eval_data_sha = data.eval.sha256()
         evaluation = dataclasses.asdict(spec.evaluate)
-        for key in ("rounds", "interleaved"):  # how the run re-times its stages at the end, not a stage's evaluation
-            evaluation["latency"].pop(key, None)
+        evaluation["latency"].pop("rounds", None)  # how the run re-times its stages at the end, not an evaluation
         self.eval_json = json.dumps(evaluation, sort_keys=True, default=str)
+        # With interleaved re-timing on, every stage is timed at the end of the run (pipeline/timing.py): timing it
+        # here as well would take as long again for numbers that are replaced.
+        self.eval_config = spec.evaluate
+        if spec.evaluate.measure_latency and spec.evaluate.latency.interleaved:
+            self.eval_config = dataclasses.replace(spec.evaluate, measure_latency=False)
         self.outcomes: list[StageOutcome] = []
         self.machine = machine_fingerprint(threads=spec.evaluate.threads)
 
@@ -353,7 +357,7 @@ class _Runner:
 
     def _record(self, report: dict[str, Any], done: list[_Done], step: _Done, bar: Any) -> None:
         if not done:  # the class count is the model's, as evaluate reports it; the data may hold some classes only
-            width = int(step.result.probabilities.shape[1])
+            width = int(step.result.probabilities.shape[1]) or self.data.eval.n_classes  # 0: embeddings, no scores
             names = [str(n) for n in step.result.class_names] if len(step.result.class_names) == width else []
             if not names:
                 given = [str(n) for n in self.data.eval.class_names[:width]]
@@ -410,7 +414,7 @@ class _Runner:
             result.class_names = tuple(str(n) for n in record["class_names"])
         if result is None:
             artifact = load_model(str(folder))  # judge what was saved, exactly as a user will load it
-            result = evaluate(artifact, self.data.eval, config=self.spec.evaluate, reference_logits=ref_logits,
+            result = evaluate(artifact, self.data.eval, config=self.eval_config, reference_logits=ref_logits,
                               reference_name=reference.name if reference else None,
                               reference_embeddings=reference.result.embeddings if reference else None)
             described = artifact.describe(relative_to=folder)

@@ -10,7 +10,10 @@ backend, batch and threads against the reference, with a CI over rounds:
 - a stage on a backend the reference does not run on (an ONNX stage of a torch original) is compared with the
   reference exported to ONNX for the comparison (row marked ``timed_as``); where that is impossible, the row has
   ``speedup: null`` and a ``speedup_reason``, never a ratio across backends;
-- backends that time themselves on a device (TensorRT) keep their evaluation rows, without a speed-up.
+- backends that time themselves on a device (TensorRT) are timed by their own hook at the end, without a
+  speed-up.
+
+With re-timing on, the runner does not time a stage when it evaluates it (the rows would be replaced).
 
 Every row carries ``machine_id`` (:func:`~modelpress.reports.schema.machine_fingerprint`). With
 ``evaluate.latency.interleaved: false`` nothing is re-timed: rows keep their evaluation, a row measured on another
@@ -76,6 +79,8 @@ def retime(stages: Sequence[TimedStage], reference: TimedStage, *, data: Dataset
         artifact = artifacts[stage.name]
         for backend in config.backends or (native_backend(artifact),):
             if not runs_format(backend, artifact.format):
+                stage.entry.setdefault("notes", []).append(
+                    f"latency on {backend} skipped: it does not run {artifact.format} models")
                 continue
             if BACKENDS.get(backend).latency is not None:  # timed on the device with its own clock
                 device.append(backend)
@@ -97,15 +102,20 @@ def retime(stages: Sequence[TimedStage], reference: TimedStage, *, data: Dataset
                         else None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for backend in sorted(set(device)):
-        for s in stages:
-            for row in s.entry.get("latency") or []:
-                if row.get("backend") == backend:
-                    row.setdefault("machine_id", machine["id"])
-                    row["timing"] = "at evaluation (timed on the device)"
-                    row["speedup"] = None
-                    row["speedup_reason"] = f"{backend} times itself on the device; it is not interleaved with the " \
-                                            "reference, so no speed-up is claimed"
+    for stage in stages:
+        artifact = artifacts[stage.name]
+        for backend in sorted(set(device)):
+            if not runs_format(backend, artifact.format):
+                continue
+            hook = BACKENDS.get(backend).latency
+            for bs in config.batch_sizes:
+                for stats, s in hook(artifact, latency_batch(data, int(bs)), batch_size=int(bs),
+                                     threads=config.threads, latency=config.latency):
+                    stats.update(machine_id=machine["id"], timing="on the device, at the end of this run",
+                                 speedup=None, speedup_reason=f"{backend} times itself on the device, not "
+                                 "interleaved with the reference, so no speed-up is claimed")
+                    _put_row(stage.entry, stats)
+                    stage.result.latency_samples[f"{stats['backend']}::b{bs}"] = np.asarray(s)
     return {"timing": "interleaved", "rounds": int(config.latency.rounds), "reference": reference.name,
             "threads": int(config.threads), "machine_id": machine["id"],
             "note": f"every latency row was measured in this run on this machine ({machine.get('cpu')}, "
@@ -119,7 +129,7 @@ def _reference_on(artifact: ModelArtifact, backend: str, tmp: Path, data: Datase
     """The reference as ``backend`` runs it: itself, its ONNX export (for onnxruntime), or None and why not."""
     if runs_format(backend, artifact.format):
         return artifact, ""
-    if backend == "onnxruntime" and artifact.format == "torch" and artifact.module is not None:
+    if runs_format(backend, "onnx") and artifact.format == "torch" and artifact.module is not None:
         from ..runtime.onnx_export import export_torch_onnx
 
         opset, exporter = int((export or {}).get("opset", 18)), str((export or {}).get("exporter", "dynamo"))

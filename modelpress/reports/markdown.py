@@ -290,7 +290,7 @@ def _stage_section(stage: Mapping[str, Any], *, number: int, class_names: Any) -
 
     latency = stage.get("latency") or []
     if latency:
-        headers = ["backend", "batch", "threads", "n", "warm-up", "p50 [95 % CI]", "mean ± std", "IQR", "p90", "p95",
+        headers = ["backend", "batch", "threads", "n", "warm-up", "p50 (median) [95 % CI]", "mean ± std", "IQR", "p90", "p95",
                    "p99", "min", "max", "throughput/s", "cold start", "stable", "speed-up [95 % CI]"]
         rows = [
             [

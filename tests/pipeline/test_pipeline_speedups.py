@@ -91,7 +91,7 @@ def test_cached_latency_from_another_machine_is_marked_or_retimed(first):
     assert "(other machine)" in (out / "report.md").read_text(encoding="utf-8")
 
     retimed = run(tmp, interleaved=True)
-    assert {s.name: s.status for s in retimed.stages} == {"00-original": "cached", "01-export": "cached"}
+    assert {s.name: s.status for s in retimed.stages} == {"00-original": "re-evaluated", "01-export": "re-evaluated"}
     row = rows(load_report(out))[("01-export", "onnxruntime")]
     assert row["machine_id"] == load_report(out)["run"]["machine_id"] and row["timing"] == "interleaved"
     assert "machine_note" not in row and row["speedup"]["reference"] == "00-original"
