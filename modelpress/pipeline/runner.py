@@ -357,7 +357,8 @@ class _Runner:
 
     def _record(self, report: dict[str, Any], done: list[_Done], step: _Done, bar: Any) -> None:
         width = int(step.result.probabilities.shape[1]) if step.result.probabilities.ndim == 2 else 0
-        if not done and width:  # the class count is the model's, as evaluate reports it (the data may hold some) or self.data.eval.n_classes  # 0: embeddings, no scores
+        if not done and width:  # the class count is the model's, as evaluate reports it (0: embeddings, no scores:
+            # the data's block stays)
             names = [str(n) for n in step.result.class_names] if len(step.result.class_names) == width else []
             if not names:
                 given = [str(n) for n in self.data.eval.class_names[:width]]
