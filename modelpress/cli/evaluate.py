@@ -31,8 +31,8 @@ EVAL_EXCLUDED = {
 @click.command()
 @click.argument("model")
 @click.option("--data", "data_ref", required=True,
-              help="sklearn:NAME (its seeded test split), or *.npz, *.csv, *.jsonl, pkg.module:fn (used whole; "
-                   "FILE#test for a seeded 25 %% split).")
+              help="sklearn:NAME (its seeded test split), or *.npz, *.csv, *.jsonl, images:DIR, pkg.module:fn (used "
+                   "whole; FILE#test for a seeded 25 %% split).")
 @click.option("--weights", help="Weights for zoo:/factory models (.safetensors, or a state_dict .pt).")
 @click.option("--backend", type=click.Choice(backend_names()), multiple=True,
               help="Backend(s) to time; default: the model's own (torch or onnxruntime).")
