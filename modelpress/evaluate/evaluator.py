@@ -164,7 +164,7 @@ def evaluate(artifact: ModelArtifact, data: Dataset, *, config: EvalConfig | Non
         from .retrieval import embedding_fidelity, embedding_metrics
 
         names: tuple[str, ...] = ()
-        probs = logits
+        probs = np.zeros((len(logits), 0), dtype=np.float32)  # no class scores (reports and compare skip them)
         notes += [n for n in [host_mismatch_note(artifact, data, logits)] if n]
         metrics = embedding_metrics(data, logits)
         fid = None

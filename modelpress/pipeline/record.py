@@ -122,7 +122,8 @@ def predictions_of(y_true: np.ndarray, results: list[tuple[str, EvalResult]]) ->
     """
     arrays: dict[str, np.ndarray] = {"y_true": np.asarray(y_true)}
     for name, r in results:
-        arrays[f"proba::{name}"] = r.probabilities.astype(np.float32)
+        if r.probabilities.shape[1:] != (0,):  # an embedding model's stage has no class scores to test
+            arrays[f"proba::{name}"] = r.probabilities.astype(np.float32)
         arrays[f"logits::{name}"] = r.logits.astype(np.float32)
         for key, samples in r.latency_samples.items():
             arrays[f"latency_ms::{name}::{key}"] = samples
