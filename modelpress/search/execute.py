@@ -265,7 +265,8 @@ def _locked(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise InputError(f"another search is writing {folder}", hint="wait for it or choose another --out") from None
+            raise InputError(f"another search is writing {folder}",
+                             hint="wait for it or choose another --out") from None
         yield
 
 

@@ -3,7 +3,8 @@
 * **Front** — among the trials that meet the constraints, those no other dominates on the screening numbers (each
   trial timed itself, possibly while another worker competed for the cores: screening numbers).
 * **Final timing** — when an objective is a latency, the finalists (the front) are timed again here, in one process,
-  side by side in interleaved rounds (A B C … A B C …) with the same threads, batch and backend as the objective; the
+  side by side in interleaved rounds (A B C … A B C …) with the same threads, batch and backend as the objective;
+  the
   front, its ties and the best pick are then decided again among the finalists on these final numbers. The summary
   marks every number as ``screening`` or ``final``.
 * **Best** — :func:`~.pareto.pick_best` over the (final) front: objectives in the spec's order as priorities, with

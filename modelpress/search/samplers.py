@@ -3,8 +3,9 @@
 ``grid`` walks every combination in the order of the space (conditional parameters only where they apply); ``random``
 draws from a generator seeded by the spec's seed, so the same spec proposes the same trials in the same order; ``tpe``
 and ``nsga2`` are Optuna's samplers driven through its ask-and-tell interface (multi-objective; an infeasible trial's
-constraint violation goes to the sampler's ``constraints_func``). Every sampler skips proposals a resumed search has
-already finished, and Optuna's study is rebuilt from them (``add_trial``), so a resume continues the same search.
+constraint violation is set on its Optuna trial, so the sampler prefers feasible ones). Every sampler skips proposals
+a resumed search has already finished, and Optuna's study is rebuilt from them (``add_trial``), so a resume continues
+the same search.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ class OptunaSampler(Sampler):
             return [float(trial.user_attrs.get("violation", 0.0))]
 
         kinds = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
-        sampler = kinds[spec.sampler](seed=spec.seed, constraints_func=constraints)
+        # Optuna 5 reads constraints set on the trial (set_constraint); Optuna 4 asks a constraints_func
+        self.native = hasattr(optuna.trial.Trial, "set_constraint")
+        options = {} if self.native else {"constraints_func": constraints}
+        sampler = kinds[spec.sampler](seed=spec.seed, **options)
         self.study = optuna.create_study(directions=[o.direction for o in spec.objectives], sampler=sampler)
         self.pending: dict[str, list[Any]] = {}
         # unconditional parameters first, so a condition is decided before the parameter it guards
@@ -111,8 +115,10 @@ class OptunaSampler(Sampler):
         if objectives is None or any(v is None for v in objectives):
             frozen = self.optuna.trial.create_trial(params=encoded, distributions=distributions, state=state.FAIL)
         else:
+            violation = float(trial.get("violation") or 0.0)
+            extra = {"constraints": {"violation": violation}} if self.native else {}
             frozen = self.optuna.trial.create_trial(params=encoded, distributions=distributions, values=objectives,
-                                                    user_attrs={"violation": trial.get("violation") or 0.0})
+                                                    user_attrs={"violation": violation}, **extra)
         self.study.add_trial(frozen)
 
     def _param(self, path: str) -> Param:
@@ -140,6 +146,8 @@ class OptunaSampler(Sampler):
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             return
         trial.set_user_attr("violation", float(violation or 0.0))
+        if self.native:
+            trial.set_constraint("violation", float(violation or 0.0))
         self.study.tell(trial, objectives)
 
 

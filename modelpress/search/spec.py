@@ -406,13 +406,17 @@ class _Checker:
 
     def check_values(self, spec: SearchSpec) -> None:
         """Each choice and both ends of each range, validated in the base pipeline by the pipeline validator."""
+        by_path = {p.path: p for p in spec.params}
         for param in spec.params:
             values = param.choices if param.kind == "choice" else (param.low, param.high)
+            # a conditional parameter is checked where it applies: its conditions set to their first allowed value
+            context = [(by_path[cond], allowed[0]) for cond, allowed in param.when]
             for value in values:
                 doc = copy.deepcopy(spec.base_doc)
-                entry = doc["stages"][param.stage]
-                doc["stages"][param.stage] = entry = {"type": entry} if isinstance(entry, str) else entry
-                entry[param.key] = _plain(value)
+                for target, setting in [*context, (param, value)]:
+                    entry = doc["stages"][target.stage]
+                    doc["stages"][target.stage] = entry = {"type": entry} if isinstance(entry, str) else entry
+                    entry[target.key] = _plain(setting)
                 try:
                     parse_spec(yaml.safe_dump(doc, sort_keys=False), source="<space>", base_dir=spec.base_dir)
                 except InputError as exc:
@@ -645,7 +649,8 @@ def _plain(value: Any) -> Any:
 
 
 def _in(value: Any, allowed: tuple[Any, ...]) -> bool:
-    return any(value == a and type(value) is type(a) or (value == a and not isinstance(a, bool)) for a in allowed)
+    """``value`` is one of ``allowed`` (``True`` is not ``1`` here, as YAML keeps them apart)."""
+    return any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed)
 
 
 def _suggest(key: str, valid: Any, *, label: str = "valid keys") -> str:

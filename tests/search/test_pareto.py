@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelpress.search.pareto import Estimate, dominates, median_interval, pareto_front, pick_best, ties, wilson_interval
+from modelpress.search.pareto import (
+    Estimate,
+    dominates,
+    median_interval,
+    pareto_front,
+    pick_best,
+    ties,
+    wilson_interval,
+)
 
 
 def test_front_of_accuracy_up_latency_down():

@@ -104,7 +104,8 @@ def test_random_sampler_needs_a_budget_and_is_deterministic_by_seed(write_search
 def test_grid_order_and_resume_skip(write_search):
     spec = load_search(write_search(search_yaml("  stages.prune.amount: [0.25, 0.5]\n"
                                                 "  stages.prune.finetune_epochs: {low: 1, high: 3, step: 2}\n")))
-    assert spec.grid() == [{"stages.prune.amount": a, "stages.prune.finetune_epochs": e} for a in (0.25, 0.5) for e in (1, 3)]
+    assert spec.grid() == [{"stages.prune.amount": a, "stages.prune.finetune_epochs": e}
+                           for a in (0.25, 0.5) for e in (1, 3)]
     sampler = make_sampler(spec, [{"params": {"stages.prune.amount": 0.25, "stages.prune.finetune_epochs": 3}}])
     asked = []
     while (values := sampler.ask()) is not None:
@@ -129,3 +130,23 @@ def test_trial_pipeline_sets_the_values_and_the_constraint_gates(write_search):
     spec = load_search(write_search(search_yaml(extra="constraints:\n  max_accuracy_drop: 5\n")))
     trial = spec.trial_spec({"stages.prune.amount": 0.75}, name="tiny-t000")
     assert trial.stages[0].amount == 0.75 and trial.gates["max_accuracy_drop"] == 5 and trial.name == "tiny-t000"
+
+
+def test_tpe_proposes_within_the_space_deterministically_and_resumes(write_search):
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install 'modelpress[search]')")
+    space = ("  stages.prune.amount: {low: 0.1, high: 0.9}\n  stages.prune.method: [magnitude, structured]\n"
+             "  stages.prune.round_to: {choices: [1, 8], when: {stages.prune.method: structured}}\n")
+    spec = load_search(write_search(search_yaml(space, extra="sampler: tpe\nseed: 3\nbudget: {trials: 6}\n")))
+    first, second = make_sampler(spec, []), make_sampler(spec, [])
+    asked = []
+    for i in range(4):
+        a, b = first.ask(), second.ask()
+        assert a == b  # same seed, same proposals
+        assert 0.1 <= a["stages.prune.amount"] <= 0.9
+        assert ("stages.prune.round_to" in a) == (a["stages.prune.method"] == "structured")
+        first.tell(a, [0.5 + i / 10, 100.0 - i], 0.0)
+        second.tell(b, [0.5 + i / 10, 100.0 - i], 0.0)
+        asked.append(a)
+    finished = [{"params": v, "objective_values": [0.5, 100.0], "violation": 0.0} for v in asked]
+    resumed = make_sampler(spec, finished)
+    assert len(resumed.study.trials) == 4  # the finished trials are in the rebuilt study
