@@ -245,3 +245,35 @@ def test_bad_pairs_files_are_one_line_errors(tiny_bert, tmp_path, rows, message)
     assert "\n" not in str(info.value)
     with pytest.raises(InputError, match="needs a tokenizer"):
         load_data(f"pairs:{path}")
+
+
+def test_a_pipeline_reports_an_embedding_model_and_compare_reads_it(tiny_bert, tmp_path, run_cli):
+    folder = _st_folder(tiny_bert, tmp_path / "st", "mean", normalize=True)
+    words = WORDS
+    rows = [{"query": f"{words[i]} {words[i + 1]}", "document": f"the {words[i]} {words[i + 1]} {words[i + 2]}",
+             "label": "ab"[i % 2]} for i in range(1, 9)]
+    pairs = _pairs_file(tmp_path / "pairs.jsonl", rows)
+    spec = tmp_path / "emb.yaml"
+    spec.write_text(f"""name: emb
+model: hf:{folder}
+data:
+  eval: pairs:{pairs}?tokenizer=hf:{folder}&max_length=8
+stages:
+  - {{type: export, exporter: torchscript}}
+  - {{type: quantize, mode: dynamic, smooth_quant: 0, min_agreement: 0.5}}
+evaluate: {{latency: false, knn: 3, knn_folds: 2}}
+""", encoding="utf-8")
+    result = run_cli("run", str(spec), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "emb" / "report.json").read_text())
+    assert report["data"]["n_classes"] == 2  # the pairs' labels, not the embedding width
+    last = report["stages"][-1]
+    assert last["metrics"]["accuracy"] is None and last["metrics"]["n_queries"] == 8
+    assert 0.5 <= last["fidelity"]["cosine_min"] <= last["fidelity"]["cosine_mean"] <= 1.0
+    assert last["quantization"]["check"]["min_cosine"] == pytest.approx(last["fidelity"]["cosine_min"], abs=0.05)
+    markdown = (tmp_path / "out" / "emb" / "report.md").read_text()
+    assert "recall@1" in markdown and "cosine mean / min" in markdown and "ranking recall@10 / nDCG@10" in markdown
+    compared = run_cli("compare", str(tmp_path / "out" / "emb"), str(tmp_path / "out" / "emb"),
+                       "--baseline-stage", "00-original", "--max-size-ratio", "5")  # tiny: graph overhead
+    assert compared.exit_code == 0, compared.stderr
+    assert "| recall@10 |" in compared.stdout and "| cosine min |" in compared.stdout

