@@ -8,6 +8,7 @@ Before, five places parsed references on their own (``startswith("hf:")``, ``rsp
 ``hf:DIR``                ``scheme="hf"``
 ``sklearn:digits#test``   ``scheme="sklearn"``, ``split="test"``
 ``text:FILE?max_length=64``  ``scheme="text"``, ``body="FILE"``, ``options=(("max_length", "64"),)``
+``images:DIR?size=240#test``  ``scheme="images"``, ``body="DIR"``, ``options=(("size", "240"),)``, ``split="test"``
 ``pkg.module:factory``    ``kind="code"`` (trusted code the user names), ``body="pkg.module:factory"``
 ``model.onnx``, ``DIR``   ``kind="path"``
 ``REF@weights.pt``        model references only: ``weights="weights.pt"``

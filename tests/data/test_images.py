@@ -450,3 +450,16 @@ def test_distillation_learns_from_unlabelled_images_with_alpha_1(tmp_path, one_t
         t, before, after = teacher.module.eval()(x), student.module.eval()(x), out.module.eval()(x)
     gap = lambda s: float(torch.nn.functional.kl_div(s.log_softmax(1), t.softmax(1), reduction="batchmean"))
     assert gap(before) > 0.1 and gap(after) < gap(before) / 10  # measured 0.37 → 0.0004: it learned the teacher
+
+
+def test_the_reference_syntax_and_a_spec_folder(tmp_path):
+    """images: is a path scheme: options after '?', a split after '#', and a relative DIR resolves against the
+    folder of the YAML file that names it."""
+    from modelpress.data import parse_data
+
+    ref = parse_data("images:val?preset=efficientnet-lite&size=240#test")
+    assert (ref.scheme, ref.body, ref.split) == ("images", "val", "test")
+    assert dict(ref.options) == {"preset": "efficientnet-lite", "size": "240"}
+    assert str(ref.resolved_against(tmp_path)) == f"images:{tmp_path / 'val'}?preset=efficientnet-lite&size=240#test"
+    _folder(tmp_path / "val", {"a": 4, "b": 4})
+    assert len(load_data(str(ref.resolved_against(tmp_path)))) == 2  # the seeded 25 % test split of 8
