@@ -420,7 +420,9 @@ def trial_estimates(spec: SearchSpec, run_dir: Path) -> tuple[list[float | None]
                 estimate = Estimate.exact(row[metric.key])
                 samples = _latency_samples(run_dir, stage, row)
                 if metric.key == "median_ms" and samples is not None and samples.size:
-                    estimate = Estimate(float(row[metric.key]), *median_interval(samples))
+                    low, high = median_interval(samples)
+                    if low <= float(row[metric.key]) <= high:  # the samples are the row's own
+                        estimate = Estimate(float(row[metric.key]), low, high)
         else:
             raw = (stage.get(metric.section) or {}).get(metric.key)
             if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
@@ -434,13 +436,18 @@ def trial_estimates(spec: SearchSpec, run_dir: Path) -> tuple[list[float | None]
 
 
 def _latency_samples(run_dir: Path, stage: dict[str, Any], row: dict[str, Any]) -> np.ndarray | None:
-    path = run_dir / STAGES_DIR / str(stage.get("name")) / EVAL_FILE
-    key = f"latency::{row.get('backend')}::b{row.get('batch_size')}"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return np.asarray(npz[key], dtype=np.float64) if key in npz.files else None
-    except (OSError, ValueError):
-        return None
+    """The per-call samples behind a latency row: the run's predictions.npz (what the report's rows were computed
+    from, re-timed at the end of the run), else the stage's eval.npz."""
+    key = f"{row.get('backend')}::b{row.get('batch_size')}"
+    for path, name in ((run_dir / "predictions.npz", f"latency_ms::{stage.get('name')}::{key}"),
+                       (run_dir / STAGES_DIR / str(stage.get("name")) / EVAL_FILE, f"latency::{key}")):
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                if name in npz.files:
+                    return np.asarray(npz[name], dtype=np.float64)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _record(spec: SearchSpec, folder: Path, task: dict[str, Any], result: dict[str, Any],
