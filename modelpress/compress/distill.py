@@ -13,7 +13,6 @@ teacher may be any artifact the evaluator can run (torch or ONNX); it stays froz
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,7 +23,7 @@ from ..config import Checked, Interval, option
 from ..errors import InputError
 from ..io import sha256_arrays
 from ..sources import parse_model
-from .distributed import check_nproc, current, nproc_option
+from .distributed import check_nproc, nproc_option, torchrun_env
 from .registry import COST_KEY, StageConfig, StageContext, register_stage
 from .train import (batch_size_option, check_early_stopping, discard_checkpoints, epochs_option, fit, lr_option,
                     patience_option, seed_option, stage_cost, val_fraction_option, weight_decay_option)
@@ -127,6 +126,10 @@ def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContex
     first = next(train.batches(2))[0]
     check_inputs(teacher.inputs, first, model=f"teacher {teacher.source}")
     check_inputs(student.inputs, first, model=f"student {student.source}")
+    if config.nproc > 1 and torchrun_env() is None and (teacher.format != "torch" or teacher.module is None):
+        raise InputError(f"distill.nproc = {config.nproc} needs a torch teacher; {_label(teacher)} is "
+                         f"{teacher.format}, and an onnxruntime session does not survive the fork into the ranks",
+                         hint="distill with nproc 1, or name the teacher's torch model")
     module = copy.deepcopy(student.module).train()
     teach = _teacher_fn(teacher, ctx.threads)
     feature = _FeatureMatch(config.features, teacher, module) if config.features and config.feature_weight > 0 else None
@@ -201,18 +204,12 @@ def _teacher_fn(teacher: ModelArtifact, threads: int) -> Any:
         return run_torch
     from ..runtime.sessions import make_runner
 
-    backend = "onnxruntime" if teacher.format == "onnx" else teacher.format
+    runner = make_runner(teacher, "onnxruntime" if teacher.format == "onnx" else teacher.format, threads=threads)
     names = [s.name for s in teacher.inputs]
-    made: dict[int, Any] = {}  # a runner per process: a forked data-parallel rank (nproc > 1) makes its own, one
-    # thread, since a session's thread pool does not survive fork
 
     def run_other(inputs: list[Any]) -> Any:
-        pid = os.getpid()
-        if pid not in made:
-            made.clear()
-            made[pid] = make_runner(teacher, backend, threads=threads if current() is None else 1)
         feed = {n: np.ascontiguousarray(t.numpy()) for n, t in zip(names, inputs)}
-        return torch.from_numpy(np.asarray(made[pid](feed), dtype=np.float32))
+        return torch.from_numpy(np.asarray(runner(feed), dtype=np.float32))
 
     return run_other
 

@@ -234,6 +234,7 @@ def _rank_main(index: int, world: int, port: int, folder: Path, worker: Worker, 
         import torch
 
         torch.set_num_threads(1)  # libgomp hangs in a forked child that asks for more threads than this
+        _die_with_parent()
         if index != 0:
             from .. import progress
 
@@ -267,6 +268,20 @@ def _rank_main(index: int, world: int, port: int, folder: Path, worker: Worker, 
             pass
     finally:
         os._exit(code)  # no atexit handlers or buffers of the parent run twice
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this rank when the process that forked it dies (killed callers leave no orphans)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the collectives' timeout still ends an orphaned rank
+    if os.getppid() == 1:  # the caller died before the line above
+        os._exit(1)
 
 
 def _peer_gone(exc: BaseException) -> bool:

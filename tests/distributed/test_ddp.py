@@ -265,3 +265,33 @@ def test_yaml_nproc_trains_data_parallel_and_is_validated(run_cli, tmp_path):
     report = json.loads(next((tmp_path / "reports").rglob("report.json")).read_text())
     stage = next(s for s in report["stages"] if s.get("kind") == "train" or s.get("type") == "train")
     assert '"nproc": 2' in json.dumps(stage)
+
+
+def test_distill_stage_with_two_ranks_matches_one(digits, tmp_path):
+    """distill's loss (a closure over the frozen teacher) runs in the forked ranks; same student as one process."""
+    from modelpress.compress import StageContext, config_for, run_stage
+
+    train, test = digits
+    data = train.subset(np.arange(4 * BATCH + 1))
+    teacher = load_model("zoo:mlp", data=test, kwargs={"hidden": [64]}, seed=1)
+    fit(teacher.module, data, epochs=2, lr=3e-3, batch_size=BATCH)
+    params = {"teacher": "input", "student": "zoo:cnn", "student_kwargs": {"channels": [4, 8], "hidden": 16},
+              "epochs": 2, "batch_size": BATCH, "seed": 0}
+    students = [run_stage(teacher, config_for("distill", {**params, "nproc": n}),
+                          StageContext(work_dir=tmp_path / f"n{n}", train=data)) for n in (1, 2)]
+    assert students[1].metadata["distillation"]["training"]["nproc"] == 2
+    assert students[1].history[-1]["params"]["nproc"] == 2
+    assert _max_diff(students[0].module, students[1].module) <= ATOL
+
+
+def test_distill_with_forked_ranks_refuses_an_onnx_teacher(digits, tmp_path):
+    """onnxruntime sessions hang in a forked child: refused in one line before any rank starts."""
+    from modelpress.compress import StageContext, config_for, run_stage
+
+    train, test = digits
+    teacher = load_model("zoo:mlp", data=test, kwargs={"hidden": [16]}, seed=1)
+    onnx_like = teacher.evolve(format="onnx", module=None, path=tmp_path / "teacher.onnx")
+    config = config_for("distill", {"teacher": "input", "student": "zoo:mlp", "student_kwargs": {"hidden": [8]},
+                                    "epochs": 1, "nproc": 2})
+    with pytest.raises(InputError, match=r"distill\.nproc = 2 needs a torch teacher; .*teacher\.onnx is onnx"):
+        run_stage(onnx_like, config, StageContext(work_dir=tmp_path, train=train.subset(np.arange(BATCH))))
