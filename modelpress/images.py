@@ -17,7 +17,8 @@ that. Files with other extensions are ignored and counted, hidden files and fold
 Preprocessing (:class:`Preprocess`): convert to RGB (grayscale, CMYK, palette and alpha images are converted and
 counted; alpha is dropped, not composited), resize the shorter side to ``resize`` (aspect kept), center-crop
 ``size`` × ``size``, then ``(pixel - mean) / std`` with pixels on the 0…1 scale, NCHW float32. ``resize`` defaults
-to ``round(size / 0.875)`` (224 → 256), the crop fraction both presets use.
+to ``round(size / 0.875)`` (224 → 256), the crop fraction both presets use. EXIF orientation is not applied (as in
+torchvision's and TensorFlow's evaluation pipelines, which the published weights were measured with).
 
 Bad images: a file Pillow cannot open, a truncated or corrupt one, or one over Pillow's decompression-bomb limit
 (``PIL.Image.MAX_IMAGE_PIXELS``, kept on; its warning is treated as the error) is exit 2 naming the file: at load
