@@ -19,38 +19,29 @@ from modelpress.search.report import finalize
 from .conftest import search_yaml
 
 
-def test_search_shares_stages_resumes_and_writes_a_runnable_best(write_search, tmp_path):
+def test_search_shares_stages_and_writes_a_runnable_best(write_search, tmp_path):
     # the bound makes amount 0.25 infeasible: 16 hidden units x (4 in + 3 out) = 112 weights + 19 biases = 131
     # params; magnitude pruning of 0.25 keeps more than 100 non-zero, 0.5 and 0.75 keep fewer
-    path = write_search(search_yaml(extra="constraints:\n  footprint.nonzero_params: {max: 100}\n"
-                                          "budget: {trials: 2}\n"))
+    path = write_search(search_yaml(extra="constraints:\n  footprint.nonzero_params: {max: 100}\n"))
     spec = load_search(path)
-    first = run_search(spec, out=tmp_path / "out", workers=2)
-    assert [t["id"] for t in first.trials] == ["t000", "t001"] and first.resumed == 0
-    # the original model's stage is shared: 2 trials x 2 stages, but it ran once (the other trial copied it)
-    assert first.stage_counts == {"stage_runs": 3, "stages_from_store": 1}
-    ledger = json.loads((first.folder / "trials.json").read_text())
-    before = {t["id"]: t for t in ledger["trials"]}
-    # "killed" after two trials: the whole grid now; the two finished trials are not rerun
-    spec_all = load_search(write_search(path.read_text().replace("budget: {trials: 2}\n", ""), name="search.yaml"))
-    second = run_search(spec_all, out=tmp_path / "out", workers=1)
-    assert second.resumed == 2 and [t["id"] for t in second.trials] == ["t000", "t001", "t002"]
-    assert {t["id"]: t for t in second.trials}["t000"] == before["t000"]
-    assert second.stage_counts == {"stage_runs": 4, "stages_from_store": 2}  # t002: the original from the store
-    statuses = {t["params"]["stages.prune.amount"]: t["status"] for t in second.trials}
+    result = run_search(spec, out=tmp_path / "out", workers=2)
+    assert [t["id"] for t in result.trials] == ["t000", "t001", "t002"] and result.resumed == 0
+    # 3 trials x 2 stages (original, prune): the original's stage is shared, computed once, copied twice
+    assert result.stage_counts == {"stage_runs": 4, "stages_from_store": 2}
+    statuses = {t["params"]["stages.prune.amount"]: t["status"] for t in result.trials}
     assert statuses == {0.25: "infeasible", 0.5: "ok", 0.75: "ok"}
-    summary = finalize(spec_all, second, rounds=2)
-    feasible = [t for t in second.trials if t["status"] == "ok"]
+    summary = finalize(spec, result, rounds=2)
+    feasible = [t for t in result.trials if t["status"] == "ok"]
     assert summary["best"] in {t["id"] for t in feasible}
     assert set(summary["screening_front"]) <= {t["id"] for t in feasible}
-    best = next(t for t in second.trials if t["id"] == summary["best"])
+    best = next(t for t in result.trials if t["id"] == summary["best"])
     # best.yaml reloads through the pipeline loader with the winning values
-    reloaded = load_spec(second.folder / "best.yaml")
+    reloaded = load_spec(result.folder / "best.yaml")
     assert reloaded.stages[0].amount == best["params"]["stages.prune.amount"]
     assert reloaded.gates == {} and reloaded.name == "tiny-best"
-    assert "<script" not in (second.folder / "summary.html").read_text()
+    assert "<script" not in (result.folder / "summary.html").read_text()
     # each trial is a run folder: compare works between two of them
-    rc = main(["compare", str(second.folder / "trials" / "t001"), str(second.folder / "trials" / "t002")])
+    rc = main(["compare", str(result.folder / "trials" / "t001"), str(result.folder / "trials" / "t002")])
     assert rc == 0
 
 
@@ -177,3 +168,31 @@ def test_ray_local_gives_the_same_front_as_the_pool(write_search, tmp_path):
     strip = [(t["id"], t["params"], t["status"], t["objective_values"]) for t in pool.trials]
     assert [(t["id"], t["params"], t["status"], t["objective_values"]) for t in ray.trials] == strip
     assert finalize(spec, pool)["front"] == finalize(spec, ray)["front"]
+
+
+def test_a_killed_search_resumes_without_rerunning_finished_trials(write_search, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    path = write_search(search_yaml())
+    out = tmp_path / "out"
+    ledger = out / "s" / "trials.json"
+    proc = subprocess.Popen([sys.executable, "-m", "modelpress.cli", "search", str(path), "--out", str(out), "-q"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ledger.is_file() and json.loads(ledger.read_text())["trials"]:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the search and its worker, mid-run
+        proc.wait()
+    finished = json.loads(ledger.read_text())["trials"]
+    assert 1 <= len(finished) <= 3
+    result = run_search(load_search(path), out=out, workers=1)
+    assert result.resumed == len(finished)
+    assert [t["id"] for t in result.trials] == ["t000", "t001", "t002"]
+    assert [t for t in result.trials if t["id"] in {f["id"] for f in finished}] == finished  # not rerun
