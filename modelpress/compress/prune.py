@@ -81,6 +81,8 @@ class PruneConfig(Checked, StageConfig):
     ignore: tuple[str, ...] = option((), help="Layer name (or pattern with *) to keep whole; repeat for several.")
     round_to: int = option(1, Interval(int, 1, 256),
                            help="Structured: keep a multiple of N channels (8 or 16 suits CPU kernels).")
+    reconstruct: bool = option(False, help="Structured: refit each 1×1 conv whose inputs lost channels by least "
+                                           "squares to the dense layer's outputs on the data (no labels read).")
     seed: int = seed_option()
 
     def check(self) -> None:
@@ -102,6 +104,8 @@ class PruneConfig(Checked, StageConfig):
         object.__setattr__(self, "scope", self.scope or ("global" if self.method == "magnitude" else "layer"))
         if self.round_to != 1 and self.method != "structured":
             raise InputError(f"prune.round_to only applies to method structured, not {self.method}")
+        if self.reconstruct and self.method != "structured":
+            raise InputError(f"prune.reconstruct only applies to method structured, not {self.method}")
         check_early_stopping("prune", patience=self.patience, val_fraction=self.val_fraction)
         if isinstance(self.ignore, str):
             object.__setattr__(self, "ignore", (self.ignore,))
@@ -126,11 +130,12 @@ def run_prune(artifact: ModelArtifact, config: PruneConfig, ctx: StageContext) -
     ignore = _check_ignore(module, config.ignore)
     example = example_inputs(artifact, ctx)
     probe = None
-    if config.method == "structured" and config.importance == "activation":
+    if config.method == "structured" and (config.importance == "activation" or config.reconstruct):
         if ctx.eval is None and ctx.train is None and ctx.calibration is None:
-            raise InputError("prune importance activation needs data to measure activations on",
-                             hint="pass --data (unlabelled images are enough), or use --importance l1")
-        probe = example_inputs(artifact, ctx, n=ACTIVATION_SAMPLES)
+            what = "importance activation" if config.importance == "activation" else "reconstruct"
+            raise InputError(f"prune {what} needs data to measure activations on",
+                             hint="pass --data (unlabelled images are enough)")
+        probe = example_inputs(artifact, ctx, n=ACTIVATION_SAMPLES, held_out_last=True)
     before = measure(artifact, module)
     finetune_logs: list[dict[str, Any]] = []
 
@@ -154,7 +159,8 @@ def run_prune(artifact: ModelArtifact, config: PruneConfig, ctx: StageContext) -
         info = prune_structured(module, example, ratio=float(ratio), steps=config.steps,
                                 importance=config.importance, scope=config.scope, ignore=ignore,
                                 n_classes=artifact.n_classes, train=train, on_step=finetune, notes=ctx.notes,
-                                round_to=config.round_to, source=artifact.source, probe=probe)
+                                round_to=config.round_to, source=artifact.source, probe=probe,
+                                reconstruct=config.reconstruct)
         if builder is not None:
             builder = {**builder, "resized": True}
             check_rebuild(artifact.evolve(builder=builder), module, example)
@@ -193,11 +199,15 @@ def measure(artifact: ModelArtifact, module: Any) -> dict[str, Any]:
     return {k: fp.get(k) for k in ("params", "nonzero_params", "sparsity", "macs")}
 
 
-def example_inputs(artifact: ModelArtifact, ctx: StageContext, n: int = 4) -> tuple[Any, ...]:
-    """A few real samples (eval, train or calibration data) in the model's input order, else seeded noise."""
+def example_inputs(artifact: ModelArtifact, ctx: StageContext, n: int = 4,
+                   held_out_last: bool = False) -> tuple[Any, ...]:
+    """A few real samples (eval, train or calibration data) in the model's input order, else seeded noise.
+
+    ``held_out_last``: take train or calibration data before eval data (for samples that shape the model, such as
+    activation importance and reconstruction, so that the evaluation samples stay unseen)."""
     import torch
 
-    data = ctx.eval or ctx.train or ctx.calibration
+    data = (ctx.train or ctx.calibration or ctx.eval) if held_out_last else (ctx.eval or ctx.train or ctx.calibration)
     if data is not None:
         arrays = list(data.inputs.values()) if len(data.inputs) == len(artifact.inputs) else []
         if set(data.inputs) >= {s.name for s in artifact.inputs}:
@@ -436,11 +446,13 @@ def _make_pruner(module: Any, example: tuple[Any, ...], *, ratio: float, steps: 
 
 def prune_structured(module: Any, example: tuple[Any, ...], *, ratio: float, steps: int, importance: str,
                      scope: str, ignore: tuple[str, ...], n_classes: int, train: Any, on_step: Any, notes: list[str],
-                     source: str, round_to: int = 1, probe: tuple[Any, ...] | None = None) -> dict[str, Any]:
+                     source: str, round_to: int = 1, probe: tuple[Any, ...] | None = None,
+                     reconstruct: bool = False) -> dict[str, Any]:
     """Remove ``ratio`` of the output channels of every prunable group in ``steps`` increments, in place.
 
     ``probe``: the inputs whose activations rank channels for ``importance == "activation"`` (measured again before
-    every step, on the model as pruned so far).
+    every step, on the model as pruned so far), and, with ``reconstruct``, the inputs on which every refittable layer
+    (:func:`_reconstruct`) is refit to the dense model's outputs after each step.
 
     After each step the model must still run on ``example`` and return ``n_classes`` logits; otherwise an
     InputError names the layer whose forward broke (e.g. a reshape with a hard-coded width).
@@ -458,6 +470,9 @@ def prune_structured(module: Any, example: tuple[Any, ...], *, ratio: float, ste
                          hint="use --method magnitude or 2:4 for this model")
     notes.append("structured pruning kept whole: " + ", ".join(f"{n} ({why})" for n, why in kept.items()))
     width = {n: _out_width(m) for n, m in module.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+    dense = copy.deepcopy(module).eval() if reconstruct else None
+    refit: list[str] = []
+    skipped: list[str] = []
     for step in range(1, steps + 1):
         if importance == "taylor":
             _taylor_gradients(module, train)
@@ -467,11 +482,78 @@ def prune_structured(module: Any, example: tuple[Any, ...], *, ratio: float, ste
             warnings.simplefilter("ignore")
             pruner.step()
         module.zero_grad(set_to_none=True)
+        if dense is not None:
+            refit, skipped = _reconstruct(dense, module, probe if probe is not None else example)
         _check_forward(module, example, n_classes=n_classes, source=source)
         on_step(step)
     changed = {n: [w, _out_width(dict(module.named_modules())[n])] for n, w in width.items()}
+    if reconstruct:
+        notes.append(f"least-squares reconstruction refit {len(refit)} layers to the dense model's outputs"
+                     + (f"; left {len(skipped)} as pruned (fewer than 2 sampled positions per input channel: more "
+                        f"data or larger inputs): {', '.join(skipped[:6])}{', …' if len(skipped) > 6 else ''}"
+                        if skipped else ""))
     return {"channels": {n: v for n, v in changed.items() if v[0] != v[1]}, "kept_whole": kept,
-            "channel_ratio": ratio}
+            "channel_ratio": ratio, "reconstructed": refit if reconstruct else None}
+
+
+def _reconstruct(dense: Any, module: Any, probe: tuple[Any, ...], *, rows: int = 8192,
+                 ridge: float = 1e-4) -> tuple[list[str], list[str]]:
+    """Refit, in forward order, every 1×1 stride-1 unpadded ungrouped conv whose output channels pruning kept and
+    whose inputs it changed, so that on ``probe`` it reproduces the dense layer's output from the pruned network's
+    inputs (ridge least squares on ``rows`` sampled pixel positions; He et al. 2017, ThiNet). Layers run in order,
+    so each is fit on inputs that earlier refits already corrected. Returns the names refit and the names left as
+    pruned (fewer than 2 sampled positions per input channel); other kernels are not candidates."""
+    import torch
+    from torch import nn
+
+    dense_layers = dict(dense.named_modules())
+
+    def fits(name: str, m: Any) -> bool:
+        d = dense_layers.get(name)
+        return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.groups == 1
+                and m.padding in ((0, 0), "valid") and d is not None and d.weight.shape[0] == m.weight.shape[0]
+                and d.weight.shape[1] != m.weight.shape[1])
+
+    names = [n for n, m in module.named_modules() if fits(n, m)]
+    gen = torch.Generator().manual_seed(0)
+    picks: dict[str, Any] = {}
+    targets: dict[str, Any] = {}
+
+    def sample(t: Any, name: str) -> Any:
+        flat = t.detach().transpose(0, 1).flatten(1).T  # (N·H·W, C)
+        if name not in picks:
+            picks[name] = torch.randperm(flat.shape[0], generator=gen)[:rows]
+        return flat[picks[name]].double()
+
+    handles = [dense_layers[n].register_forward_hook(lambda _m, _i, out, n=n: targets.__setitem__(n, sample(out, n)))
+               for n in names]
+    try:
+        with torch.no_grad():
+            dense(*probe)
+    finally:
+        for h in handles:
+            h.remove()
+    done: list[str] = []
+
+    def refit(m: Any, inp: Any, name: str) -> None:
+        x, y = sample(inp[0], name), targets[name]
+        if x.shape[0] < 2 * x.shape[1]:
+            return
+        gram = x.T @ x
+        gram += ridge * float(gram.diagonal().mean()) * torch.eye(gram.shape[0], dtype=gram.dtype)
+        w = torch.linalg.solve(gram, x.T @ (y - (0 if m.bias is None else m.bias.detach().double())))
+        m.weight.copy_(w.T.reshape(m.weight.shape).to(m.weight.dtype))
+        done.append(name)
+
+    layers = dict(module.named_modules())
+    handles = [layers[n].register_forward_pre_hook(lambda m, inp, n=n: refit(m, inp, n)) for n in names]
+    try:
+        with torch.no_grad():
+            module(*probe)
+    finally:
+        for h in handles:
+            h.remove()
+    return done, [n for n in names if n not in done]
 
 
 def ratio_for_macs(module: Any, example: tuple[Any, ...], *, target: float, ignore: tuple[str, ...], macs: Any,

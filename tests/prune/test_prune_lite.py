@@ -19,7 +19,7 @@ from modelpress.zoo.photos import PHOTO_CLASSES, sample_photos
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-RESIDUAL_WHOLE = ["_conv_stem", "_blocks.*._project_conv"]
+RESIDUAL_WHOLE = ["_conv_stem", "_blocks.*._project_conv", "_conv_head"]
 
 
 def _crops(n: int, seed: int) -> Dataset:
@@ -41,7 +41,7 @@ def pruned_lite1(lite1, tmp_path_factory):
     work = tmp_path_factory.mktemp("lite-prune")
     ctx = StageContext(work_dir=work / "stage", eval=data, original=dense)
     config = config_for("prune", {"method": "structured", "target_macs": 0.5, "importance": "activation",
-                                  "round_to": 8, "ignore": RESIDUAL_WHOLE})
+                                  "round_to": 8, "reconstruct": True, "ignore": RESIDUAL_WHOLE})
     return run_stage(dense, config, ctx).save(work / "out"), ctx
 
 
@@ -70,6 +70,13 @@ def test_lite1_structured_half_macs_is_a_smaller_dense_model(lite1, pruned_lite1
     hidden_after = sum(b._depthwise_conv.out_channels for b in blocks)
     assert hidden_after < 0.7 * hidden_before
     assert module._conv_stem.out_channels == 32 and module._fc.out_features == 1000
+    assert module._conv_head.out_channels == 1280
+    # projections that lost input channels were refit where 16 crops give enough positions (the 64×64 input leaves
+    # the late 4×4 and 2×2 blocks too few: a note says so); block 0 (no expansion) kept its hidden width
+    expanded = [f"_blocks.{i}._project_conv" for i, b in enumerate(blocks) if b.expand]
+    assert record["reconstructed"] == expanded[:len(record["reconstructed"])] and len(record["reconstructed"]) >= 5
+    assert any("left" in n and expanded[-1] in n or "…" in n for n in ctx.notes if "reconstruction" in n)
+    assert blocks[0]._depthwise_conv.out_channels == 32
     # channels are gone, not zeroed: no more all-zero filters than the pretrained weights hold (a few dead ones)
     def zero_filters(model):
         return sum(int((m.weight.flatten(1).abs().sum(1) == 0).sum()) for m in model.modules()
@@ -115,6 +122,25 @@ def test_activation_importance_keeps_more_of_the_pretrained_function_than_l2(lit
     activation, l2 = cosine("activation"), cosine("l2")
     assert activation > 0.8
     assert activation > l2 + 0.1
+
+
+def test_reconstruction_brings_the_pruned_logits_back_towards_the_dense_ones(lite1, tmp_path):
+    """Half the hidden channels gone: the least-squares refit of the projections (on 16 crops) makes the logits on
+    16 other crops far closer to the dense model's."""
+    dense, data = lite1
+    held_out = _crops(16, seed=8)
+    teacher = predict(dense, held_out)
+
+    def cosine(reconstruct: bool) -> float:
+        ctx = StageContext(work_dir=tmp_path / str(reconstruct), eval=data, original=dense)
+        config = config_for("prune", {"method": "structured", "amount": 0.5, "importance": "activation",
+                                      "reconstruct": reconstruct, "ignore": RESIDUAL_WHOLE})
+        logits = predict(run_stage(dense, config, ctx), held_out)
+        return float(np.mean((logits * teacher).sum(1)
+                             / (np.linalg.norm(logits, axis=1) * np.linalg.norm(teacher, axis=1))))
+
+    plain, refit = cosine(False), cosine(True)
+    assert refit > plain + 0.1, (plain, refit)
 
 
 def test_ignore_patterns_must_match_a_layer(lite1, tmp_path):
