@@ -90,7 +90,8 @@ def retime(stages: Sequence[TimedStage], reference: TimedStage, *, data: Dataset
     tmp = Path(tempfile.mkdtemp(prefix=".timing-", dir=work_dir))
     try:
         ref_on: dict[str, tuple[ModelArtifact | None, str]] = {}  # backend → (reference artifact, timed_as / reason)
-        for (backend, bs), members in sorted(groups.items()):
+        native = native_backend(artifacts[reference.name])  # the reference's own backend first, as evaluated
+        for (backend, bs), members in sorted(groups.items(), key=lambda g: (g[0][0] != native, g[0])):
             if backend not in ref_on:
                 ref_on[backend] = _reference_on(artifacts[reference.name], backend, tmp, data, export)
             ref_artifact, how = ref_on[backend]
