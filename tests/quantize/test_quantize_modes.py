@@ -145,8 +145,8 @@ def test_input_artifact_is_not_mutated(trained_mlp, digits, tmp_path):
 
 
 def test_config_validation_names_key_and_allowed_values():
-    with pytest.raises(InputError, match=r"quantize.mode = 'int4' is not allowed"):
-        QuantizeConfig(mode="int4")
+    with pytest.raises(InputError, match=r"quantize.mode = 'int2' is not allowed"):
+        QuantizeConfig(mode="int2")
     with pytest.raises(InputError, match="engine torch supports mode dynamic only"):
         QuantizeConfig(mode="static", engine="torch")
     with pytest.raises(InputError, match=r"percentile must be in \(50, 100\), got 10"):
