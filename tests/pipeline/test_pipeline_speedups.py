@@ -95,3 +95,38 @@ def test_cached_latency_from_another_machine_is_marked_or_retimed(first):
     row = rows(load_report(out))[("01-export", "onnxruntime")]
     assert row["machine_id"] == load_report(out)["run"]["machine_id"] and row["timing"] == "interleaved"
     assert "machine_note" not in row and row["speedup"]["reference"] == "00-original"
+
+
+def test_a_self_timing_device_backend_gets_rows_but_no_speedup(tmp_path, monkeypatch):
+    """A backend that times itself (TensorRT's CUDA events) is not interleaved: its hook's rows, no ratio."""
+    from modelpress.runtime.latency import summarize_samples
+    from modelpress.runtime.sessions import BACKENDS, Backend
+
+    def hook(artifact, batch, *, batch_size, threads, latency):
+        samples = np.array([2.0, 2.0, 4.0])
+        return [(summarize_samples(samples, batch_size=batch_size, threads=threads, backend="fake-device",
+                                   warmup=0), samples)]
+
+    monkeypatch.setattr(BACKENDS, "_entries", dict(BACKENDS._entries))
+    BACKENDS.add("fake-device", Backend("fake-device", ("onnx",), BACKENDS.get("onnxruntime").runner, latency=hook))
+    text = textwrap.dedent(f"""\
+        name: t
+        model: zoo:mlp
+        model_kwargs: {{hidden: [8]}}
+        data: {{eval: sklearn:iris}}
+        stages:
+          - {{type: export, exporter: torchscript}}
+        evaluate:
+          backends: [onnxruntime, fake-device]
+          batch_sizes: [2]
+          latency: {LATENCY.format(on="true")}
+        """)
+    (tmp_path / "p.yaml").write_text(text, encoding="utf-8")
+    outcome = execute_pipeline(load_spec(tmp_path / "p.yaml"), out_dir=tmp_path / "out" / "t")
+    got = rows(outcome.report)
+    device = got[("01-export", "fake-device")]
+    assert device["median_ms"] == 2.0 and device["speedup"] is None and "on the device" in device["speedup_reason"]
+    assert got[("01-export", "onnxruntime")]["speedup"]["reference"] == "00-original"
+    assert ("00-original", "fake-device") not in got  # the torch original is not run on the device backend
+    assert any("latency on fake-device skipped: it does not run torch models" in n
+               for n in outcome.report["stages"][0]["notes"])
