@@ -6,7 +6,8 @@ Each configuration searches into a fresh folder (nothing cached from an earlier 
 quantize),
 then re-times the finalists side by side (``--rounds`` interleaved rounds, the search's threads). Columns:
 
-  wall s         the whole search: trials + final timing, measured here around run_search + finalize
+  wall s         the whole search: trials + final timing, measured here around run_search + finalize; the
+                 machine's 1-minute load average at the end says how much else was running (cores are shared)
   stage runs     stages computed; ``from store`` stages copied from the store because another trial (or worker)
                  had computed the same stage key; without the store every trial computes all of its stages
   ok / infeas.   trials meeting / missing the constraint (accuracy drop <= 2 pts vs the trained model, McNemar)
@@ -42,8 +43,9 @@ def run_one(spec: Any, out: Path, *, workers: int, ray: str | None, rounds: int)
     except GateFailed as exc:
         summary = {"front": [], "best": None, "error": exc.format_message()}
     wall = time.perf_counter() - start
+    load = os.getloadavg()[0]
     computed = {t["id"]: tuple(t.get("objective_values") or ())[1:] for t in result.trials}
-    return {"wall": wall, "trials": len(result.trials), "counts": result.stage_counts,
+    return {"wall": wall, "load": load, "trials": len(result.trials), "counts": result.stage_counts,
             "ok": sum(t["status"] == "ok" for t in result.trials),
             "infeasible": sum(t["status"] == "infeasible" for t in result.trials),
             "failed": sum(t["status"] == "failed" for t in result.trials),
@@ -95,13 +97,13 @@ def main() -> None:
             rows.append((label, row))
             print(f"  {label}: {row['wall']:.0f} s", flush=True)
     print()
-    print("| run | wall s | trials | ok / infeas. / failed | stage runs | from store | without store | front "
-          "(ties) | best |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | wall s | load avg (1 min) at end | trials | ok / infeas. / failed | stage runs | from store | "
+          "without store | front (ties) | best |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label, row in rows:
         runs, hits = row["counts"].get("stage_runs", 0), row["counts"].get("stages_from_store", 0)
         front = ", ".join(f"{i}" + (f" [{'/'.join(t)}]" if t else "") for i, t in row["front"])
-        print(f"| {label} | {row['wall']:.0f} | {row['trials']} | {row['ok']} / {row['infeasible']} / "
+        print(f"| {label} | {row['wall']:.0f} | {row['load']:.1f} | {row['trials']} | {row['ok']} / {row['infeasible']} / "
               f"{row['failed']} | {runs} | {hits} | {runs + hits} | {front} | {row['best']} |")
     base_label, base = rows[0]
     print()

@@ -2,7 +2,8 @@
 
 Each objective value is an :class:`Estimate`: a point value and a 95 % interval. Fractions measured on ``n`` samples
 (accuracy, agreement) get a Wilson score interval; a median latency gets the distribution-free interval of the median
-from order statistics (ranks ``n/2 ∓ 1.96·√n/2``); a size or count is exact (the interval is the point).
+from order statistics (ranks ``n/2 ∓ 1.96·√n/2``), and a finalist's re-timed one the range of its round medians
+(:func:`modelpress.search.report.round_interval`); a size or count is exact (the interval is the point).
 
 * The front is every point no other point dominates (at least as good on every objective, better on one), on the
   point values.

@@ -63,3 +63,14 @@ def test_median_interval_order_statistics():
     samples = np.arange(1, 101, dtype=float)  # n=100: ranks 50 -/+ 9.8 -> 40th and 60th values (1-based)
     low, high = median_interval(samples[::-1])
     assert (low, high) == (40.0, 60.0)
+
+
+def test_final_latency_interval_spans_the_round_medians():
+    from modelpress.search.report import round_interval
+
+    rng = np.random.default_rng(0)
+    rounds = [rng.normal(1.0 + 0.1 * r, 0.01, 50) for r in range(5)]  # drift of 0.1 ms per round
+    medians = [float(np.median(r)) for r in rounds]
+    low, high = round_interval(medians, np.concatenate(rounds))
+    assert low == pytest.approx(min(medians)) and high == pytest.approx(max(medians))  # ~1.0 .. ~1.4
+    assert high - low > 0.35  # far wider than the pooled samples' own median interval
