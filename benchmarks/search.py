@@ -103,8 +103,8 @@ def main() -> None:
     for label, row in rows:
         runs, hits = row["counts"].get("stage_runs", 0), row["counts"].get("stages_from_store", 0)
         front = ", ".join(f"{i}" + (f" [{'/'.join(t)}]" if t else "") for i, t in row["front"])
-        print(f"| {label} | {row['wall']:.0f} | {row['load']:.1f} | {row['trials']} | {row['ok']} / {row['infeasible']} / "
-              f"{row['failed']} | {runs} | {hits} | {runs + hits} | {front} | {row['best']} |")
+        print(f"| {label} | {row['wall']:.0f} | {row['load']:.1f} | {row['trials']} | {row['ok']} / "
+              f"{row['infeasible']} / {row['failed']} | {runs} | {hits} | {runs + hits} | {front} | {row['best']} |")
     base_label, base = rows[0]
     print()
     for label, row in rows[1:]:
