@@ -295,3 +295,13 @@ def test_distill_with_forked_ranks_refuses_an_onnx_teacher(digits, tmp_path):
                                     "epochs": 1, "nproc": 2})
     with pytest.raises(InputError, match=r"distill\.nproc = 2 needs a torch teacher; .*teacher\.onnx is onnx"):
         run_stage(onnx_like, config, StageContext(work_dir=tmp_path, train=train.subset(np.arange(BATCH))))
+
+
+def test_a_corrupt_checkpoint_is_one_input_error_from_the_ranks(digits, tmp_path):
+    data, folder = _data(digits, 2 * BATCH), tmp_path / "ckpt"
+    fit(_model(digits), data, epochs=1, lr=3e-3, batch_size=BATCH, nproc=2, checkpoint_dir=folder)
+    tensors = folder / "epoch-0001.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:100])
+    with pytest.raises(InputError, match=r"failed on rank \d of 2: checkpoint .*epoch-0001\.safetensors is truncated "
+                                         r"or corrupt .*delete .*ckpt to start the training over"):
+        fit(_model(digits), data, epochs=1, lr=3e-3, batch_size=BATCH, nproc=2, checkpoint_dir=folder)
