@@ -488,7 +488,7 @@ def cpu_speed(folder: Path, only: set[int] | None, rounds: int, calls: int, batc
     base = np.asarray(samples[rows[0][0]])
     print(f"\n#### CPU time per call (time.thread_time), batch {batch} × {seq} tokens, 1 thread, {rounds} "
           f"interleaved rounds × {calls} calls\n")
-    print("| row | size MB | median CPU ms | speed-up vs row 1 [95% CI] |")
+    print("| row | size MB | median CPU ms | speed-up vs the first row [95% CI] |")
     print("|---|---|---|---|")
     for k, row in rows:
         got = np.asarray(samples[k])
@@ -498,10 +498,10 @@ def cpu_speed(folder: Path, only: set[int] | None, rounds: int, calls: int, batc
               f"{sp['ci_high']:.2f}] |", flush=True)
 
 
-def minilm_int4(onnx_dir: str, n: int, rounds: int, chunk_s: float) -> None:
+def minilm_int4(onnx_dir: str, n: int, rounds: int, calls: int) -> None:
     """Weight-only INT4 (``--mode int4``) of an exported all-MiniLM-L6-v2 against INT8 dynamic and FP32, one table:
-    size on disk, latency at batch 8 × 128 tokens on 1 thread (interleaved rounds, ratio of medians vs ORT FP32
-    with a bootstrap 95 % CI) and min / mean cosine of the mean-pooled embedding to FP32 on ``n`` generated
+    size on disk, CPU time per call at batch 8 × 128 tokens on 1 thread (:func:`cpu_speed`: interleaved rounds,
+    ratio of medians vs ORT FP32 with a bootstrap 95 % CI) and min / mean cosine of the mean-pooled embedding to FP32 on ``n`` generated
     sentences of 128 tokens (seed 3); GPTQ and SmoothQuant calibrate on ``n`` other sentences (seed 2)."""
     from modelpress.runtime.target import detect_host
 
@@ -537,19 +537,17 @@ def minilm_int4(onnx_dir: str, n: int, rounds: int, chunk_s: float) -> None:
         emb = _onnx_pooled(Path(row.artifact.path), pooled_name, test, 1)
         cos = (emb * reference).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(reference, axis=1))
         row.metrics = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
-    measure_speed(wl, 8, 1, rounds, chunk_s)
-    base = np.concatenate(next(r for r in wl.rows if r.name == BASELINE).samples[(8, 1)])
-    print(f"\n#### {wl.name}; batch 8 × 128 tokens, 1 thread, {rounds} interleaved rounds; cosine on {len(test)} "
-          f"held-out sentences\n")
-    print("| row | size MB | median ms | speed-up vs ORT FP32 [95% CI] | min / mean pooled cosine to FP32 |")
-    print("|---|---|---|---|---|")
+    print(f"\n#### {wl.name}: size and min / mean pooled cosine to FP32 on {len(test)} held-out sentences\n")
+    print("| row | size MB | min / mean pooled cosine to FP32 |")
+    print("|---|---|---|")
     for row in wl.rows:
-        samples = np.concatenate(row.samples[(8, 1)])
-        sp = speedup_ratio(base, samples)
-        print(f"| {row.name} | {row.size_bytes / 1e6:.1f} | {np.median(samples):.1f} | {sp['ratio']:.2f}× "
-              f"[{sp['ci_low']:.2f}, {sp['ci_high']:.2f}] | {row.metrics['min_cosine']:.4f} / "
+        print(f"| {row.name} | {row.size_bytes / 1e6:.1f} | {row.metrics['min_cosine']:.4f} / "
               f"{row.metrics['mean_cosine']:.4f} |", flush=True)
     print("\n" + "\n".join(f"- {n}" for n in wl.notes))
+    index = {"rows": [{"name": row.name, "file": str(Path(row.artifact.path).resolve())} for row in wl.rows]}
+    (work / "rows.json").write_text(json.dumps(index, indent=1))
+    print(f"\nrows saved: {work / 'rows.json'}")
+    cpu_speed(work, None, rounds, calls)
 
 
 def _equalized(fp32: ModelArtifact, work: Path, name: str, calibration: Dataset, *, cle: bool, bias: bool,
@@ -706,7 +704,7 @@ def main() -> None:
                      (1,) if args.quick else (1, 8), threads_list[0])
         return
     if args.workload == "minilm-int4":
-        minilm_int4(args.onnx, 64 if args.quick else 200, rounds, args.chunk_s)
+        minilm_int4(args.onnx, 64 if args.quick else 200, rounds, args.calls)
         return
     if args.workload == "minilm-saturation":
         minilm_saturation(args.onnx, 64 if args.quick else 200, rounds, args.chunk_s, args.save, args.speed)

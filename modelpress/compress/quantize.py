@@ -275,7 +275,7 @@ def _quantize_onnx(artifact: ModelArtifact, config: QuantizeConfig, ctx: StageCo
     if small:
         notes.append(f"kept FP32 (reduction < {config.min_reduction} multiply-adds per output, where int8 kernels "
                      f"are slower): " + ", ".join(f"{n} ({k})" for n, k in sorted(small.items())))
-    build = _builder(prepared, config, op_types, calibration, tmp, notes, meta)
+    build = _builder(prepared, config, op_types, calibration, tmp, notes, meta, threads=ctx.threads)
     search_meta = None
     if config.accuracy_tolerance is not None:
         result_path, accuracy_excluded, search_meta = accuracy_search(
@@ -512,7 +512,7 @@ def _small_reductions(model: Any, chosen: dict[str, str], config: QuantizeConfig
 
 
 def _builder(prepared: Path, config: QuantizeConfig, op_types: tuple[str, ...], calibration: Dataset | None,
-             tmp: Path, notes: list[str], meta: dict[str, Any]) -> Any:
+             tmp: Path, notes: list[str], meta: dict[str, Any], threads: int = 1) -> Any:
     """``build(exclude, out) -> path``: one quantization of ``prepared`` with ``exclude`` kept in float."""
     if config.mode == "static":
         assert calibration is not None
@@ -551,7 +551,7 @@ def _builder(prepared: Path, config: QuantizeConfig, op_types: tuple[str, ...], 
         elif config.mode == "int4":
             quantize_int4(prepared, out, block_size=config.int4_block_size, symmetric=config.int4_symmetric,
                           algorithm=config.int4_algorithm, accuracy_level=config.int4_accuracy_level,
-                          exclude=exclude, calibration_reader=reader)
+                          exclude=exclude, calibration_reader=reader, threads=threads)
         elif config.mode == "static":
             qo.quantize_static(prepared, out, reader=reader, cache=tmp / "calibration.json", op_types=op_types,
                                per_channel=config.per_channel, reduce_range=config.reduce_range,

@@ -23,6 +23,8 @@ u8×s8 pair can saturate int16, so the integer path computes the same on AVX2 an
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +58,11 @@ def _quantizer_module() -> Any:
 
 
 def quantize_int4(src: Path, dst: Path, *, block_size: int, symmetric: bool, algorithm: str, accuracy_level: int,
-                  exclude: list[str], calibration_reader: Any = None) -> Path:
-    """Write ``src`` with every constant-weight MatMul not in ``exclude`` as a 4-bit ``MatMulNBits`` to ``dst``."""
+                  exclude: list[str], calibration_reader: Any = None, threads: int = 1) -> Path:
+    """Write ``src`` with every constant-weight MatMul not in ``exclude`` as a 4-bit ``MatMulNBits`` to ``dst``.
+
+    ``threads`` bounds torch's intra-op threads while HQQ runs (it optimises in torch): with torch's default (one
+    thread per core) on a busy machine its threads wait on each other and a MiniLM took over 15 minutes."""
     check_settings(block_size, symmetric, algorithm)
     mnb = _quantizer_module()
     model = load(src)
@@ -88,7 +93,7 @@ def quantize_int4(src: Path, dst: Path, *, block_size: int, symmetric: bool, alg
     quantizer = _Quantizer(model, block_size=block_size, is_symmetric=symmetric, accuracy_level=accuracy_level,
                            nodes_to_exclude=list(exclude), algo_config=algo)
     try:
-        with quiet():
+        with quiet(), _torch_threads(threads):
             quantizer.process()
     except ImportError as exc:  # a variant whose optional dependency is missing
         raise BackendUnavailable(f"int4 {algorithm} needs a package that is not installed: {exc.name or exc}",
@@ -113,6 +118,21 @@ def _check_gptq_blocks(model: Any, block_size: int, exclude: list[str]) -> None:
                              f"{dims[0]}, block {block_size}: {blocks} blocks per column, an odd count; onnxruntime's "
                              "GPTQ packs zero points in pairs)",
                              hint="use --int4-symmetric with gptq, another --int4-block-size, or rtn/hqq")
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    try:
+        import torch
+    except ImportError:  # only HQQ imports torch
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def set_accuracy_level(model: Any, level: int) -> int:
