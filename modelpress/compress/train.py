@@ -258,6 +258,13 @@ def _fit(module: Any, data: Dataset, *, epochs: int, lr: float, batch_size: int,
     bad_epochs = 0
     ckpt = None
     lead = group is None or group.rank == 0  # the one process that writes checkpoints
+    if group is not None:  # torchrun ranks given other data or settings would wait on each other until the timeout
+        plan = {"samples": len(data), "batch_size": batch_size, "epochs": epochs, "seed": seed,
+                "parameters": len(params)}
+        lead_plan = distributed.broadcast_json(plan)
+        if lead_plan != plan:
+            raise InputError(f"rank {group.rank} would train {plan} but rank 0 trains {lead_plan}",
+                             hint="give every rank the same data and settings")
     if checkpoint_dir is not None:
         run_id = _fingerprint(module, data, val_data, {
             "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed,

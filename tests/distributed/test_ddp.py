@@ -305,3 +305,30 @@ def test_a_corrupt_checkpoint_is_one_input_error_from_the_ranks(digits, tmp_path
     with pytest.raises(InputError, match=r"failed on rank \d of 2: checkpoint .*epoch-0001\.safetensors is truncated "
                                          r"or corrupt .*delete .*ckpt to start the training over"):
         fit(_model(digits), data, epochs=1, lr=3e-3, batch_size=BATCH, nproc=2, checkpoint_dir=folder)
+
+
+def test_torchrun_ranks_with_other_data_fail_fast(digits, tmp_path):
+    """Ranks that would run a different number of steps are an input error at once, not a wait for the timeout."""
+    import multiprocessing
+
+    port = distributed.free_port()
+
+    def rank_main(index: int) -> None:
+        os.environ.update(WORLD_SIZE="2", RANK=str(index), LOCAL_RANK=str(index), MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+        try:
+            fit(_model(digits), _data(digits, BATCH * (2 + index)), epochs=1, lr=3e-3, batch_size=BATCH)
+        except InputError as exc:
+            (tmp_path / f"error{index}.txt").write_text(str(exc))
+        os._exit(0)
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=rank_main, args=(i,)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        if p.exitcode is None:
+            p.kill()
+    assert not (tmp_path / "error0.txt").exists()
+    assert (tmp_path / "error1.txt").read_text().startswith("rank 1 would train {'samples': 192")
