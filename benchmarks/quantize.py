@@ -363,26 +363,37 @@ def _with_output(src: Path, name: str, dst: Path) -> Path:
     return dst
 
 
-def _judge_rows(folder: Path, threads: int = 1, only: set[int] | None = None,
+def _judge_rows(folder: Path, threads: int = 1, only: list[int] | None = None,
                 samples: int | None = None) -> list[tuple[str, float, float]]:
     """Min / mean cosine of each saved row's pooled embedding to the FP32 row's, on this CPU's onnxruntime kernels
-    (numpy + onnxruntime only: what runs under qemu)."""
+    (numpy + onnxruntime only: what runs under qemu). Rows in ``only``'s order. Run without ``only``, it also
+    saves the FP32 embeddings (``reference.npy``); a later run with ``only`` reuses them instead of running the
+    FP32 model again (under qemu that is the slowest row; FP32 kernels differ between CPUs by rounding only)."""
     import onnxruntime as ort
 
     index = json.loads((folder / "rows.json").read_text())
     feeds = {k: v[:samples] for k, v in np.load(folder / "inputs.npz").items()}
-    out = []
-    reference = None
-    for k, row in enumerate(index["rows"]):
-        if only is not None and k not in only and k != 0:  # row 0 (FP32) is the reference
-            continue
+
+    def embed(file: str) -> np.ndarray:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.log_severity_level = threads, 3
-        sess = ort.InferenceSession(str(folder / row["file"]), opts, providers=["CPUExecutionProvider"])
-        emb = np.concatenate([np.asarray(sess.run([index["pooled"]], {k: v[i:i + 16] for k, v in feeds.items()})[0],
-                                         dtype=np.float64) for i in range(0, len(feeds["input_ids"]), 16)])
-        if reference is None:
-            reference = emb
+        sess = ort.InferenceSession(str(folder / file), opts, providers=["CPUExecutionProvider"])
+        n = len(feeds["input_ids"])
+        return np.concatenate([np.asarray(sess.run([index["pooled"]], {k: v[i:i + 16] for k, v in feeds.items()})[0],
+                                          dtype=np.float64) for i in range(0, n, 16)])
+
+    saved = folder / "reference.npy"
+    if only is not None and saved.exists():
+        reference = np.load(saved)[:samples]
+        print(f"| {index['rows'][0]['name']} (saved, computed on the CPU that built the rows) | 1.0000 | 1.0000 |")
+    else:
+        reference = embed(index["rows"][0]["file"])
+        if only is None:
+            np.save(saved, reference)
+    out = []
+    for k in (only if only is not None else range(len(index["rows"]))):
+        row = index["rows"][k]
+        emb = reference if k == 0 else embed(row["file"])
         cos = (emb * reference).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(reference, axis=1))
         out.append((row["name"], float(cos.min()), float(cos.mean())))
         print(f"| {row['name']} | {cos.min():.4f} | {cos.mean():.4f} |", flush=True)
@@ -527,7 +538,9 @@ def minilm_int4(onnx_dir: str, n: int, rounds: int, calls: int) -> None:
          dict(int4_algorithm="rtn", int4_block_size=32, int4_accuracy_level=1)),
     ]
     for k, (name, extra) in enumerate(settings):
-        config = QuantizeConfig(**{"mode": "int4", "guard": False, "calibration_samples": n, **extra})
+        # int4 rows skip quant_pre_process (MatMulNBits needs no shape inference; it cost minutes per row here)
+        config = QuantizeConfig(**{"mode": "int4", "guard": False, "calibration_samples": n, "preprocess": False,
+                                   **extra})
         rows.append((name, _stage(fp32, config, work, wl, f"row{k}", 1)))
     wl.rows = [Row(name, artifact, _size(artifact)) for name, artifact in rows]
     pooled_name = _pooled_name(Path(fp32.path))
@@ -677,7 +690,7 @@ def main() -> None:
         print(f"judging {args.judge} on this CPU's onnxruntime kernels: target {detect_host().name}\n")
         print("| row | min cosine | mean cosine |")
         print("|---|---|---|")
-        _judge_rows(Path(args.judge), only={int(k) for k in args.judge_rows.split(",")} if args.judge_rows else None,
+        _judge_rows(Path(args.judge), only=[int(k) for k in args.judge_rows.split(",")] if args.judge_rows else None,
                     samples=args.judge_samples)
         return
     threads_list = args.threads or ([1] if args.quick else [1, 2])
