@@ -218,7 +218,7 @@ def run_ranks(nproc: int, worker: Worker, *, timeout_s: float | None = None) -> 
     try:
         for p in procs:
             p.start()
-        _watch(procs, folder)
+        _watch(procs, folder, timeout_s)
         record = read_json(folder / _RESULT_JSON)
         tensors = _load_tensors(folder / _RESULT_TENSORS)
         return record, tensors
@@ -290,7 +290,7 @@ def _peer_gone(exc: BaseException) -> bool:
     return name.startswith("Dist") or "gloo" in str(exc).lower() or "connection" in str(exc).lower()
 
 
-def _watch(procs: list[Any], folder: Path) -> None:
+def _watch(procs: list[Any], folder: Path, timeout_s: float) -> None:
     """Wait for every rank; at the first one that fails, stop the others and raise its error."""
     from multiprocessing.connection import wait
 
@@ -301,10 +301,10 @@ def _watch(procs: list[Any], folder: Path) -> None:
             proc.join()
             if proc.exitcode != 0:
                 _stop(procs)
-                raise _failure(procs, folder)
+                raise _failure(procs, folder, timeout_s)
 
 
-def _failure(procs: list[Any], folder: Path) -> ModelpressError:
+def _failure(procs: list[Any], folder: Path, timeout_s: float) -> ModelpressError:
     """One error for the group: the first rank that raised (by the time it recorded), else a rank that died without
     a word (a signal, ``os._exit``), else the first collective that failed because a peer went away."""
     errors = []
@@ -327,6 +327,10 @@ def _failure(procs: list[Any], folder: Path) -> ModelpressError:
                                    hint="a checkpoint folder keeps the last finished epoch; run again to resume")
     if errors:
         first = min(errors, key=lambda e: (float(e.get("time", 0)), e.get("rank", 0)))
+        if "timed out" in str(first["message"]).lower():
+            return ModelpressError(f"data-parallel training failed: rank {first['rank']} of {world} waited "
+                                   f"{timeout_s:g} s for the other ranks, which stopped answering "
+                                   f"({first['message']})", hint="a rank hung; the others were stopped")
         return ModelpressError(f"data-parallel training failed on rank {first['rank']} of {world}: "
                                f"{first['message']}")
     return ModelpressError(f"data-parallel training failed: a rank of {world} stopped")

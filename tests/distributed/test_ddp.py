@@ -332,3 +332,18 @@ def test_torchrun_ranks_with_other_data_fail_fast(digits, tmp_path):
             p.kill()
     assert not (tmp_path / "error0.txt").exists()
     assert (tmp_path / "error1.txt").read_text().startswith("rank 1 would train {'samples': 192")
+
+
+def test_a_rank_that_hangs_is_an_error_after_the_timeout(digits, monkeypatch):
+    monkeypatch.setattr(distributed, "TIMEOUT_S", 2.0)
+
+    def hang_on_rank_one(module, inputs, targets):
+        if distributed.rank() == 1:
+            time.sleep(3600)
+        return F.cross_entropy(module(*inputs), targets)
+
+    started = time.monotonic()
+    with pytest.raises(ModelpressError, match=r"rank 0 of 2 waited 2 s for the other ranks, which stopped answering"):
+        fit(_model(digits), _data(digits, 2 * BATCH), epochs=1, lr=3e-3, batch_size=BATCH, nproc=2,
+            loss_fn=hang_on_rank_one)
+    assert time.monotonic() - started < 30  # the collective's timeout, then the sleeping rank is stopped
