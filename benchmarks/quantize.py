@@ -509,7 +509,7 @@ def cpu_speed(folder: Path, only: set[int] | None, rounds: int, calls: int, batc
               f"{sp['ci_high']:.2f}] |", flush=True)
 
 
-def minilm_int4(onnx_dir: str, n: int, rounds: int, calls: int) -> None:
+def minilm_int4(onnx_dir: str, n: int, rounds: int, calls: int, resume: str | None = None) -> None:
     """Weight-only INT4 (``--mode int4``) of an exported all-MiniLM-L6-v2 against INT8 dynamic and FP32, one table:
     size on disk, CPU time per call at batch 8 × 128 tokens on 1 thread (:func:`cpu_speed`: interleaved rounds,
     ratio of medians vs ORT FP32 with a bootstrap 95 % CI) and min / mean cosine of the mean-pooled embedding to FP32 on ``n`` generated
@@ -523,9 +523,10 @@ def minilm_int4(onnx_dir: str, n: int, rounds: int, calls: int) -> None:
                                                    hf.make_text_classification(n, seed=2))), split="all")
     fp32 = load_model(onnx_dir, data=test)
     wl = Workload("all-MiniLM-L6-v2 (seq 128): FP32 vs INT8 dynamic vs weight-only INT4", calibration, test, (8,))
-    work = Path(tempfile.mkdtemp(prefix="mp-bench-minilm-int4-"))
-    rows: list[tuple[str, ModelArtifact]] = [(BASELINE, fp32),
-                                             ("peer quantize_dynamic (defaults)", _peer(fp32, "dynamic", work, wl))]
+    work = Path(resume) if resume else Path(tempfile.mkdtemp(prefix="mp-bench-minilm-int4-"))
+    peer = (fp32.evolve(path=work / "peer-dynamic.onnx", metadata={}) if (work / "peer-dynamic.onnx").exists()
+            else _peer(fp32, "dynamic", work, wl))
+    rows: list[tuple[str, ModelArtifact]] = [(BASELINE, fp32), ("peer quantize_dynamic (defaults)", peer)]
     settings = [
         (f"modelpress INT8 dynamic ({detect_host().name} defaults)", dict(mode="dynamic")),
         ("INT4 rtn, block 32, asymmetric", dict(int4_algorithm="rtn", int4_block_size=32)),
@@ -541,6 +542,9 @@ def minilm_int4(onnx_dir: str, n: int, rounds: int, calls: int) -> None:
         # int4 rows skip quant_pre_process (MatMulNBits needs no shape inference; it cost minutes per row here)
         config = QuantizeConfig(**{"mode": "int4", "guard": False, "calibration_samples": n, "preprocess": False,
                                    **extra})
+        if (work / f"row{k}" / "manifest.json").exists():  # --resume: built by an earlier run of the same rows
+            rows.append((name, load_model(str(work / f"row{k}"))))
+            continue
         rows.append((name, _stage(fp32, config, work, wl, f"row{k}", 1)))
     wl.rows = [Row(name, artifact, _size(artifact)) for name, artifact in rows]
     pooled_name = _pooled_name(Path(fp32.path))
@@ -676,6 +680,7 @@ def main() -> None:
     parser.add_argument("--judge-samples", type=int, help="--judge: only the first N sentences (qemu is slow).")
     parser.add_argument("--cpu-speed", help="Time a --save folder's rows (--judge-rows) by CPU time, 8 × 128 tokens.")
     parser.add_argument("--calls", type=int, default=5, help="--cpu-speed: calls per row per round.")
+    parser.add_argument("--resume", help="minilm-int4: reuse the rows already built in this work folder.")
     args = parser.parse_args()
     if args.cpu_speed:
         from modelpress.reports.schema import run_info
@@ -717,7 +722,7 @@ def main() -> None:
                      (1,) if args.quick else (1, 8), threads_list[0])
         return
     if args.workload == "minilm-int4":
-        minilm_int4(args.onnx, 64 if args.quick else 200, rounds, args.calls)
+        minilm_int4(args.onnx, 64 if args.quick else 200, rounds, args.calls, args.resume)
         return
     if args.workload == "minilm-saturation":
         minilm_saturation(args.onnx, 64 if args.quick else 200, rounds, args.chunk_s, args.save, args.speed)

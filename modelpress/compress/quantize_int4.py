@@ -100,6 +100,11 @@ def quantize_int4(src: Path, dst: Path, *, block_size: int, symmetric: bool, alg
                                  hint=f"pip install {exc.name}" if exc.name else "use --int4-algorithm rtn") from exc
     out = quantizer.model.model
     set_accuracy_level(out, accuracy_level)
+    if any(n.domain == "com.microsoft" for n in out.graph.node) and not any(
+            o.domain == "com.microsoft" for o in out.opset_import):  # GPTQ's output lacked it (onnx.checker fails)
+        from onnx import helper
+
+        out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     save(out, dst)
     return dst
 

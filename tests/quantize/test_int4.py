@@ -161,3 +161,18 @@ def _first_gemm(folder) -> str:
 
     exported = export_onnx(load_model(str(folder)), folder.parent / f"{folder.name}-fp32.onnx", config=ExportConfig())
     return next(n.name for n in onnx.load(str(exported.path)).graph.node if n.op_type in ("Gemm", "MatMul"))
+
+
+@pytest.mark.parametrize("algorithm", ["hqq", "gptq"])
+def test_hqq_and_gptq_write_valid_models(tmp_path, algorithm):
+    artifact, data, x, w = _matmul_model(tmp_path)
+    config = QuantizeConfig(mode="int4", int4_algorithm=algorithm, int4_block_size=BLOCK, guard=False)
+    out = run_stage(artifact, config, StageContext(work_dir=tmp_path / "w", eval=data, calibration=data))
+    model = onnx.load(str(out.path))
+    onnx.checker.check_model(model)  # GPTQ's output lacked the com.microsoft opset import
+    assert [n.op_type for n in model.graph.node] == ["MatMulNBits"]
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    rel = np.abs(_run(out.path, x) - exact).mean() / np.abs(exact).mean()
+    assert 0 < rel < 0.15  # 4-bit blocks of 32: a few % of the output magnitude
+    if algorithm == "gptq":
+        assert out.metadata["quantization"]["calibration"]["n_samples"] == len(data)
