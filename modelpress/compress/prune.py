@@ -52,8 +52,8 @@ class PruneConfig(Checked, StageConfig):
     ``importance: activation`` ranks a channel by what removing it takes from the layers that read it: the mean
     |activation| of the channel on up to 64 samples of the data (unlabelled is enough) times the L2 norm of the
     consumer's weights on it. Weight magnitudes alone (l1, l2) mislead when a BatchNorm rescales small weights, as
-    in networks trained with weight decay (TensorFlow's EfficientNets): removing the 2 % "smallest" hidden channels
-    of pretrained EfficientNet-Lite1 by L2 already drops its logit cosine to the original to 0.77.
+    in networks trained with weight decay (TensorFlow's EfficientNets; tests/prune/test_prune_lite.py compares the two
+    on the pretrained EfficientNet-Lite1).
     """
 
     kind: ClassVar[str] = "prune"
