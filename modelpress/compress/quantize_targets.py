@@ -37,7 +37,8 @@ tensor) and the weight rows multiplied by it (Xiao et al. 2023; :func:`.equalize
 all-MiniLM-L6-v2, dynamic INT8, min / mean cosine of the pooled embedding to FP32 on 200 held-out sentences
 (``benchmarks/quantize.py --workload minilm-saturation``; Xeon, Sapphire Rapids): 8-bit weights (``x86-vnni``,
 ``arm64``) 0.9874 / 0.9925 → 0.9968 / 0.9979, 7-bit weights (``x86-avx2``, ``x86-avx512``) 0.9854 / 0.9913 →
-0.9940 / 0.9966 — the AVX2 numbers also measured on AVX2 kernels under qemu (README "Quantization"). Alpha 0.7 was
+0.9940 / 0.9966 — with 7-bit weights the AVX2 kernels gave identical cosines under qemu (24 of the sentences;
+README "Quantization"), while 8-bit + SmoothQuant saturates there (0.9926 vs 0.9973). Alpha 0.7 was
 chosen on other sentences (0.6-0.9 all reach min cosine ≥ 0.99 there; the paper's 0.5 does not: 0.9824 here).
 Static mode keeps it off by default: static INT8 of MiniLM stays far below dynamic with or without it (min cosine
 0.900 → 0.922).
