@@ -126,6 +126,11 @@ def cli_option(spec: FieldSpec, *, required: bool = False) -> Any:
     if spec.sequence:
         kwargs["multiple"] = True
         kwargs["default"] = () if default is None else tuple(default)
+    if required and kwargs.get("default") is None:
+        # click ≥ 8.2 treats an explicit ``default=None`` as a given value, so ``required`` would never fire and a
+        # missing ``prune --method`` surfaced as "prune.method must be one of …, got None"
+        kwargs.pop("default", None)
+        kwargs.pop("show_default", None)
     return click.option(flag, spec.name, cls=ConfigOption, config_field=spec, **kwargs)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from ..artifacts import ModelArtifact
 from ..config import Checked, Interval, Options, option
 from ..errors import InputError
+from .distributed import check_nproc, nproc_option
 from .registry import COST_KEY, StageConfig, StageContext, register_stage
 from .train import (batch_size_option, check_early_stopping, discard_checkpoints, epochs_option, fit, lr_option,
                     patience_option, seed_option, stage_cost, val_fraction_option, weight_decay_option)
@@ -84,8 +85,10 @@ class PruneConfig(Checked, StageConfig):
     reconstruct: bool = option(False, help="Structured: refit each 1×1 conv whose inputs lost channels by least "
                                            "squares to the dense layer's outputs on the data (no labels read).")
     seed: int = seed_option()
+    nproc: int = nproc_option()
 
     def check(self) -> None:
+        check_nproc("prune", self.nproc, self.batch_size)
         if self.method == "2:4":
             if self.amount is not None and float(self.amount) != 0.5:
                 raise InputError(f"prune.amount is fixed at 0.5 for method 2:4, got {self.amount}",
@@ -146,7 +149,7 @@ def run_prune(artifact: ModelArtifact, config: PruneConfig, ctx: StageContext) -
         finetune_logs.append(fit(module, train, epochs=config.finetune_epochs, lr=config.lr,
                                  batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed,
                                  val_fraction=config.val_fraction, patience=config.patience, checkpoint_dir=folder,
-                                 desc=f"fine-tune {step}/{config.steps}"))
+                                 desc=f"fine-tune {step}/{config.steps}", nproc=config.nproc))
 
     info: dict[str, Any]
     builder = artifact.builder

@@ -350,3 +350,31 @@ def test_a_rank_that_hangs_is_an_error_after_the_timeout(digits, monkeypatch):
         fit(_model(digits), _data(digits, 2 * BATCH), epochs=1, lr=3e-3, batch_size=BATCH, nproc=2,
             loss_fn=hang_on_rank_one)
     assert time.monotonic() - started < 30  # the collective's timeout, then the sleeping rank is stopped
+
+
+def test_prune_finetune_with_two_ranks_matches_one(digits, tmp_path):
+    """prune's fine-tuning calls fit with the stage's nproc: the pruned-and-fine-tuned weights of 2 ranks equal one
+    process's (masks stay applied in the ranks: the pruned weights stay exactly zero)."""
+    from modelpress.compress import StageContext, config_for, run_stage
+
+    train, test = digits
+    data = train.subset(np.arange(3 * BATCH + 3))
+    model = load_model("zoo:mlp", data=test, kwargs={"hidden": [32]}, seed=0)
+    params = {"method": "magnitude", "amount": 0.5, "finetune_epochs": 2, "batch_size": BATCH, "seed": 0}
+    pruned = [run_stage(model, config_for("prune", {**params, "nproc": n}),
+                        StageContext(work_dir=tmp_path / f"n{n}", train=data)) for n in (1, 2)]
+    assert _max_diff(pruned[0].module, pruned[1].module) <= ATOL
+    weights = [p.module.state_dict() for p in pruned]
+    for name, w in weights[1].items():
+        if name.endswith("weight") and w.dim() == 2:
+            assert torch.equal(w == 0, weights[0][name] == 0)
+            assert float((w == 0).float().mean()) > 0.3  # still pruned after the data-parallel fine-tune
+
+
+def test_prune_nproc_larger_than_the_batch_is_exit_2(run_cli, tmp_path):
+    result = run_cli("prune", "zoo:mlp", "--data", "sklearn:iris", "--method", "magnitude", "--amount", "0.5",
+                     "--finetune-epochs", "1",
+                     "--batch-size", "2", "--nproc", "3", "-o", tmp_path / "p")
+    assert result.exit_code == 2, result.stderr
+    assert "prune.nproc = 3 is larger than prune.batch_size = 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
