@@ -452,11 +452,15 @@ def load_text(path: str, *, tokenizer: str | None = None, max_length: int | None
     texts, raw = hf.read_text_rows(path, text_column=text_column, label_column=label_column)
     if not texts:
         raise InputError(f"text data {path} is empty: 0 rows", hint="pass a non-empty dataset")
-    y, names = _labels_and_names(np.asarray(raw), path)
+    if raw is None:  # unlabelled text (no row has a label): placeholder class 0, meta labelled False
+        y, names = np.zeros(len(texts), np.int64), ("unlabelled",)
+    else:
+        y, names = _labels_and_names(np.asarray(raw), path)
     inputs = hf.tokenize(texts, tokenizer=tokenizer, max_length=max_length)
     n_truncated = int(inputs["attention_mask"].all(axis=1).sum())  # rows that reached max_length (maybe cut)
     return Dataset(inputs, y, names, source or path,
-                   meta={"tokenizer": tokenizer, "max_length": max_length, "n_truncated": n_truncated})
+                   meta={"tokenizer": tokenizer, "max_length": max_length, "n_truncated": n_truncated,
+                         **({"labelled": False} if raw is None else {})})
 
 
 def _load_jsonl(ref: str, *, label_column: str = "label", **options: object) -> Dataset:

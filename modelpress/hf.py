@@ -246,6 +246,8 @@ def build_module(builder: dict[str, Any]) -> Any:
     hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0))
     if hidden < 1:
         raise InputError(f"{ref}: config.json has no hidden_size")
+    if "keep_layers" in kwargs:  # depth-pruned (prune --method layers): the kept layers, in the folder's numbering
+        keep_encoder_layers(encoder, kwargs["keep_layers"], source=ref)
     if kwargs.get("task") == "embedding":
         pooling = str(kwargs.get("pooling", "mean"))
         if pooling not in POOLINGS:
@@ -255,6 +257,84 @@ def build_module(builder: dict[str, Any]) -> Any:
     if n_classes < 2:
         raise InputError(f"{ref}: n_classes must be ≥ 2, got {n_classes}")
     return encoder_classifier_class()(encoder, hidden, n_classes).eval()
+
+
+# ---- depth pruning -------------------------------------------------------------------------------------------------
+#: Where BERT-style encoders keep their stack of transformer layers (BERT, RoBERTa, ELECTRA, MPNet: ``encoder.layer``;
+#: DistilBERT: ``transformer.layer``), and the config keys that count them.
+_LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
+_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers")
+
+
+def encoder_layers(encoder: Any, *, source: str) -> tuple[Any, str]:
+    """(the ``nn.ModuleList`` of transformer layers of a transformers encoder, its attribute path).
+
+    Raises:
+        InputError: the model has no such list (not a BERT-style transformer encoder).
+    """
+    from torch import nn
+
+    for path in _LAYER_PATHS:
+        obj = encoder
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList) and len(obj) > 0:
+            return obj, path
+    raise InputError(f"{source} has no stack of transformer layers ({' / '.join(_LAYER_PATHS)}): depth pruning needs "
+                     f"a BERT-style encoder", hint="use prune --method magnitude, structured or 2:4 for this model")
+
+
+def check_keep_layers(keep: Any, n_layers: int, *, source: str, key: str = "keep_layers") -> list[int]:
+    """``keep`` as a list of layer indices: non-empty, integers, increasing, each in ``[0, n_layers)``."""
+    if isinstance(keep, (str, bytes)) or not isinstance(keep, (list, tuple)) or not keep:
+        raise InputError(f"{key} of {source} must be a non-empty list of layer indices in [0, {n_layers}), "
+                         f"got {keep!r}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in keep):
+        raise InputError(f"{key} of {source} must hold integers, got {list(keep)!r}")
+    bad = [i for i in keep if not 0 <= i < n_layers]
+    if bad:
+        raise InputError(f"{key} of {source}: layer(s) {bad} out of range; the model has {n_layers} layers "
+                         f"(0 to {n_layers - 1})", hint=f"choose indices in [0, {n_layers})")
+    if list(keep) != sorted(set(keep)):
+        raise InputError(f"{key} of {source} must be increasing without repeats, got {list(keep)}",
+                         hint=f"e.g. {sorted(set(keep))}")
+    return [int(i) for i in keep]
+
+
+def keep_encoder_layers(encoder: Any, keep: Sequence[int], *, source: str) -> list[int]:
+    """Drop every transformer layer of ``encoder`` (a transformers model) but ``keep``, in place; the kept layers
+    are the same module objects (weights untouched), renumbered 0..k-1, and the config says k layers."""
+    from torch import nn
+
+    layers, path = encoder_layers(encoder, source=source)
+    keep = check_keep_layers(keep, len(layers), source=source)
+    kept = nn.ModuleList([layers[i] for i in keep])
+    for new_index, layer in enumerate(kept):
+        for sub in layer.modules():  # decoder caches index layers; an encoder ignores it, but keep it consistent
+            if isinstance(getattr(sub, "layer_idx", None), int):
+                sub.layer_idx = new_index
+    parent = encoder
+    for part in path.split(".")[:-1]:
+        parent = getattr(parent, part)
+    setattr(parent, path.split(".")[-1], kept)
+    config = getattr(encoder, "config", None)
+    for attr in _LAYER_COUNT_KEYS:
+        if config is not None and isinstance(getattr(config, attr, None), int):
+            setattr(config, attr, len(keep))
+    return keep
+
+
+def evenly_spaced_layers(n_layers: int, amount: float) -> list[int]:
+    """The layers kept when a fraction ``amount`` of ``n_layers`` is removed: ``round(n · (1 − amount))`` (at least
+    one) layers spread evenly from the first to the last, both kept (6 layers, amount 0.5 → [0, 2, 5])."""
+    k = max(1, int(round(n_layers * (1 - float(amount)))))
+    if k >= n_layers:
+        return list(range(n_layers))
+    if k == 1:
+        return [0]
+    return sorted({int(round(i * (n_layers - 1) / (k - 1))) for i in range(k)})
 
 
 _REF_OPTIONS = ("task", "pooling", "normalize", "attn")
@@ -367,9 +447,10 @@ def tokenize(texts: Sequence[str], *, tokenizer: str, max_length: int) -> dict[s
 
 
 # ---- text data -----------------------------------------------------------------------------------------------
-def _read_jsonl(path: str, text_column: str, label_column: str) -> tuple[list[str], list[Any]]:
+def _read_jsonl(path: str, text_column: str, label_column: str) -> tuple[list[str], list[Any] | None]:
     texts: list[str] = []
     labels: list[Any] = []
+    unlabelled = 0
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -378,14 +459,21 @@ def _read_jsonl(path: str, text_column: str, label_column: str) -> tuple[list[st
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or text_column not in row or label_column not in row:
+            if not isinstance(row, dict) or text_column not in row:
                 keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise InputError(f"{path}:{line_no}: needs keys {text_column!r} and {label_column!r}, got {keys}")
+                raise InputError(f"{path}:{line_no}: needs key {text_column!r} (and {label_column!r} for labelled "
+                                 f"data), got {keys}")
             if not isinstance(row[text_column], str):
                 raise InputError(f"{path}:{line_no}: {text_column!r} must be a string")
             texts.append(row[text_column])
-            labels.append(row[label_column])
-    return texts, labels
+            if row.get(label_column) is None:
+                unlabelled += 1
+            else:
+                labels.append(row[label_column])
+            if labels and unlabelled:
+                raise InputError(f"{path}:{line_no}: {len(labels)} rows so far have a {label_column!r} and "
+                                 f"{unlabelled} do not", hint="label every row, or none (unlabelled text)")
+    return texts, (labels if not unlabelled else None)
 
 
 def _read_text_csv(path: str, text_column: str, label_column: str) -> tuple[list[str], list[Any]]:
@@ -400,8 +488,12 @@ def _read_text_csv(path: str, text_column: str, label_column: str) -> tuple[list
     return [r[text_column] or "" for r in rows], [r[label_column] for r in rows]
 
 
-def read_text_rows(path: str, *, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list[Any]]:
-    """(texts, raw labels) of a ``*.jsonl`` file or a ``*.csv`` with a text column, errors naming the line."""
+def read_text_rows(path: str, *, text_column: str = "text",
+                   label_column: str = "label") -> tuple[list[str], list[Any] | None]:
+    """(texts, raw labels) of a ``*.jsonl`` file or a ``*.csv`` with a text column, errors naming the line.
+
+    A JSONL file whose rows have no label at all is unlabelled text (labels None: for distillation and calibration);
+    some rows labelled and some not is an error."""
     reader = _read_jsonl if path.lower().endswith(".jsonl") else _read_text_csv
     return reader(path, text_column, label_column)
 

@@ -154,7 +154,7 @@ def allow_code(refs: Iterable[str] = (), *, everything: bool = False) -> None:
 
 _BUILDER_KEYS = {"ref", "kwargs", "shapes", "resized"}
 _ATTN = ("eager", "sdpa")
-_HF_KWARGS = {"n_classes": int, "attn": str, "task": str, "pooling": str, "normalize": bool}
+_HF_KWARGS = {"n_classes": int, "attn": str, "task": str, "pooling": str, "normalize": bool, "keep_layers": list}
 _HF_CHOICES = {"attn": _ATTN, "task": ("classification", "embedding"),
                "pooling": ("mean", "cls", "max", "mean_sqrt_len")}  # hf.TASKS / hf.POOLINGS, as data (no import)
 
@@ -206,15 +206,27 @@ def check_builder(builder: Any, *, where: str) -> dict[str, Any]:
             want = _HF_KWARGS.get(key)
             if want is None or not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
                 raise InputError(f"{where}: hf builder argument {key}={value!r} is not allowed",
-                                 hint="hf: builders take n_classes (int), attn (eager or sdpa) and, for embedding "
-                                      "models, task, pooling and normalize (true/false)")
+                                 hint="hf: builders take n_classes (int), attn (eager or sdpa), keep_layers "
+                                      "(list of ints) and, for embedding models, task, pooling and normalize "
+                                      "(true/false)")
         for key, allowed in _HF_CHOICES.items():
             if key in kwargs and kwargs[key] not in allowed:
                 raise InputError(f"{where}: hf builder {key}={kwargs[key]!r}", hint=f"use one of {allowed}")
+        if "keep_layers" in kwargs:  # depth pruning (prune --method layers): increasing layer indices, checked
+            keep = kwargs["keep_layers"]  # against the folder's layer count when it is rebuilt (hf.build_module)
+            if not keep or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 4096 for i in keep) \
+                    or keep != sorted(set(keep)):
+                raise InputError(f"{where}: hf builder keep_layers={keep!r} must be a non-empty increasing list of "
+                                 f"layer indices ≥ 0")
         if ("n_classes" in kwargs) == (kwargs.get("task") == "embedding"):
             raise InputError(f"{where}: an hf builder is a classifier (n_classes) or an embedding model "
                              f"(task: embedding), exactly one of them")
         _check_hf_target(parsed.body, where)
+        if "keep_layers" in kwargs:
+            n_layers = _hf_layer_count(parsed.body)
+            if n_layers is not None and kwargs["keep_layers"][-1] >= n_layers:
+                raise InputError(f"{where}: hf builder keep_layers={kwargs['keep_layers']} names layers beyond the "
+                                 f"{n_layers} of {ref}", hint=f"layer indices are 0 to {n_layers - 1}")
         return builder
     if parsed.kind != "code" or parsed.weights or parsed.options:
         raise InputError(f"{where}: builder {ref!r} is not one of modelpress's builders (zoo:NAME, hf:DIR) "
@@ -242,6 +254,24 @@ def _check_hf_target(name: str, where: str) -> None:
     if not any((Path(f) / "model" / "config.json").is_file() for f in folders):
         raise InputError(f"{where}: builder hf:{name} is neither a model folder nor an installed model package; "
                          f"it was not imported")
+
+
+def _hf_layer_count(name: str) -> int | None:
+    """``num_hidden_layers`` of the folder ``hf:NAME`` names, read from its config.json as data (None if unknown)."""
+    import importlib.util
+    import json
+
+    folder = Path(name)
+    if not folder.is_dir():
+        module_name = name.replace("-", "_")
+        spec = importlib.util.find_spec(module_name) if module_name.isidentifier() else None
+        found = [Path(f) / "model" for f in (spec.submodule_search_locations or [])] if spec is not None else []
+        folder = next((f for f in found if (f / "config.json").is_file()), folder)
+    try:
+        value = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("num_hidden_layers")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _plain_json(value: Any, depth: int = 0) -> bool:

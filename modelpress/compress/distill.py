@@ -8,6 +8,15 @@ In a pipeline ``teacher: original`` is the model before compression and ``studen
 incoming artifact, so ``prune → distill`` recovers accuracy with the dense model as teacher. A student can also be
 any model reference (``zoo:cnn`` with ``student_kwargs`` widths, ``pkg.module:factory``, an artifact folder). The
 teacher may be any artifact the evaluator can run (torch or ONNX); it stays frozen in eval mode.
+
+Embedding models (teacher and student both ``task: embedding``, e.g. a depth-pruned ``hf:`` sentence-transformers
+model distilled from the original): the loss is ``mean(1 − cos(student embedding, teacher embedding))`` over the
+batch (:func:`embedding_loss`), the features loss added as above; temperature and alpha do not apply and no label is
+read, so unlabelled text (a ``*.jsonl`` of ``{"text": ...}`` lines, ``text:FILE``) and ``pairs:`` data (queries and
+documents alike) both work. Why cosine: what an embedding is used for — cosine search, the fidelity metrics of
+:mod:`modelpress.evaluate.retrieval` — is invariant to the vector's length, so the student is not asked to match a
+norm nobody reads; for L2-normalized embeddings (MiniLM) it is the same objective as the MSE of the vectors
+(‖a − b‖² = 2 − 2·cos), and for unnormalized ones it does not let long vectors dominate the loss.
 """
 
 from __future__ import annotations
@@ -89,6 +98,14 @@ class DistillConfig(Checked, StageConfig):
         return True
 
 
+def embedding_loss(student: Any, teacher: Any) -> Any:
+    """``mean(1 − cos(student_i, teacher_i))`` over the batch's rows: 0 when every embedding points the teacher's
+    way (module docstring: why cosine)."""
+    import torch.nn.functional as F
+
+    return (1 - F.cosine_similarity(student.flatten(1), teacher.flatten(1), dim=1, eps=1e-8)).mean()
+
+
 def kd_loss(student_logits: Any, teacher_logits: Any, targets: Any, *, temperature: float, alpha: float) -> Any:
     """Hinton's loss: ``alpha · T² · KL(p_teacher^T ‖ p_student^T) + (1 − alpha) · CE(student, targets)``."""
     import torch.nn.functional as F
@@ -113,14 +130,23 @@ def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContex
     if student.transforms:
         raise InputError(f"the distillation student {student.source} carries transforms "
                          f"{[t['name'] for t in student.transforms]}", hint="distill before quantizing")
-    if teacher.n_classes != student.n_classes:
+    embedding = _embedding_pair(teacher, student)
+    if embedding:
+        if teacher.n_classes != student.n_classes:
+            raise InputError(f"teacher {_label(teacher)} gives {teacher.n_classes}-dimensional embeddings but student "
+                             f"{_label(student)} {student.n_classes}-dimensional", hint="distill between models "
+                             "with the same embedding size")
+        if config.val_fraction > 0:
+            raise InputError(f"distill.val_fraction {config.val_fraction:g}: validation scores cross-entropy on "
+                             f"labels, which embedding distillation does not read", hint="leave val_fraction 0")
+    elif teacher.n_classes != student.n_classes:
         raise InputError(f"teacher {_label(teacher)} outputs {teacher.n_classes} classes but student "
                          f"{_label(student)} outputs {student.n_classes}",
                          hint="distill between models of the same task")
-    if train.n_classes > student.n_classes:
+    if not embedding and train.n_classes > student.n_classes:
         raise InputError(f"training data {train.source} has {train.n_classes} classes but student "
                          f"{_label(student)} outputs {student.n_classes}")
-    if config.alpha < 1 and not train.labelled:  # the label loss would pull every sample toward a placeholder
+    if not embedding and config.alpha < 1 and not train.labelled:  # the label loss would pull every sample toward a placeholder
         raise InputError(f"distill: training data {train.source} has no labels but alpha {config.alpha:g} gives "
                          f"{1 - config.alpha:g} of the loss to labels", hint="set alpha: 1 (the teacher is the label)")
     first = next(train.batches(2))[0]
@@ -137,7 +163,10 @@ def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContex
     def loss_fn(mod: Any, inputs: list[Any], targets: Any) -> Any:
         t_logits = teach(inputs)
         s_logits = mod(*inputs)
-        loss = kd_loss(s_logits, t_logits, targets, temperature=config.temperature, alpha=config.alpha)
+        if embedding:  # the targets (labels or placeholders) are never read
+            loss = embedding_loss(s_logits, t_logits)
+        else:
+            loss = kd_loss(s_logits, t_logits, targets, temperature=config.temperature, alpha=config.alpha)
         if feature is not None:
             loss = loss + config.feature_weight * feature.loss()
         return loss
@@ -152,19 +181,35 @@ def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContex
                   val_fraction=config.val_fraction, patience=config.patience, checkpoint_dir=checkpoints,
                   nproc=config.nproc,
                   fingerprint={"kd": [config.temperature, config.alpha, list(config.features), config.feature_weight,
-                                      teacher.source, sha256_arrays(probe.numpy())]})
+                                      teacher.source, sha256_arrays(probe.numpy()), "embedding" if embedding
+                                      else "logits"]})
     finally:
         if feature is not None:
             feature.close()
     discard_checkpoints(checkpoints)
-    ctx.notes.append(f"distilled {student.source} from teacher {teacher.source} (T={config.temperature:g}, "
-                     f"alpha={config.alpha:g}, {log['epochs_run']} epochs)")
+    how = ("1 − cosine of the embeddings, no labels read" if embedding
+           else f"T={config.temperature:g}, alpha={config.alpha:g}")
+    ctx.notes.append(f"distilled {student.source} from teacher {teacher.source} ({how}, {log['epochs_run']} epochs)")
     result = student.evolve(module=module.eval(), path=None)
     result.metadata["distillation"] = {"teacher": teacher.source, "student": student.source,
-                                       "temperature": config.temperature, "alpha": config.alpha,
+                                       "loss": "embedding cosine" if embedding else "kd",
+                                       "temperature": None if embedding else config.temperature,
+                                       "alpha": None if embedding else config.alpha,
                                        "features": [list(p) for p in config.features], "training": log}
     result.metadata[COST_KEY] = stage_cost([log])
     return result
+
+
+def _embedding_pair(teacher: ModelArtifact, student: ModelArtifact) -> bool:
+    """True when both models output embeddings; one embedding model and one classifier is an error."""
+    kinds = {role: getattr(a, "task", None) == "embedding" for role, a in (("teacher", teacher), ("student", student))}
+    if kinds["teacher"] != kinds["student"]:
+        emb = "teacher" if kinds["teacher"] else "student"
+        other = "student" if emb == "teacher" else "teacher"
+        raise InputError(f"the distillation {emb} {_label(teacher if emb == 'teacher' else student)} is an embedding "
+                         f"model but the {other} is a classifier", hint="distill an embedding model from an "
+                         "embedding model (hf:DIR?task=embedding)")
+    return kinds["teacher"]
 
 
 def _label(artifact: ModelArtifact) -> str:

@@ -9,6 +9,11 @@
   (``builder.resized``) so it reloads from safetensors without pickle.
 * ``2:4`` keeps the 2 largest |w| of every 4 consecutive input weights of each Linear layer (the layout sparse
   tensor cores accelerate).
+* ``layers`` (depth pruning of an ``hf:`` transformer encoder) keeps the transformer layers ``keep_layers`` names
+  (or, with ``amount``, ``round(n · (1 − amount))`` layers spread evenly from the first to the last) and drops the
+  others; the kept layers' weights are not touched. The manifest's builder records ``keep_layers`` (in the original
+  folder's numbering), so the smaller model rebuilds from the folder and reloads from safetensors. Usually followed
+  by ``distill`` with the original model as teacher.
 
 Unstructured and 2:4 zeros do not lower dense-kernel MACs or latency; the MAC ratio recorded here is what dense
 kernels compute, and wall-clock time is measured separately by the evaluator. An optional fine-tune (the shared
@@ -32,7 +37,7 @@ from .registry import COST_KEY, StageConfig, StageContext, register_stage
 from .train import (batch_size_option, check_early_stopping, discard_checkpoints, epochs_option, fit, lr_option,
                     patience_option, seed_option, stage_cost, val_fraction_option, weight_decay_option)
 
-METHODS = ("magnitude", "structured", "2:4")
+METHODS = ("magnitude", "structured", "2:4", "layers")
 SCOPES = ("global", "layer")
 IMPORTANCES = ("l1", "l2", "taylor", "activation")
 #: Samples of the data whose activations rank channels for ``importance: activation`` (no labels are read).
@@ -60,7 +65,7 @@ class PruneConfig(Checked, StageConfig):
     kind: ClassVar[str] = "prune"
     method: str = option("magnitude", Options(METHODS),
                          help="magnitude: unstructured zeros; structured: remove channels; 2:4: 2 of every 4 "
-                              "Linear weights.")
+                              "Linear weights; layers: drop transformer layers of an hf: encoder.")
     amount: float | None = option(None, Interval(float, 0, 1, closed="neither", noun=False),
                                   help="Fraction in (0, 1) of weights (magnitude) or channels (structured).")
     target_macs: float | None = option(None, Interval(float, 0, 1, closed="neither", noun=False),
@@ -82,6 +87,9 @@ class PruneConfig(Checked, StageConfig):
     ignore: tuple[str, ...] = option((), help="Layer name (or pattern with *) to keep whole; repeat for several.")
     round_to: int = option(1, Interval(int, 1, 256),
                            help="Structured: keep a multiple of N channels (8 or 16 suits CPU kernels).")
+    keep_layers: tuple[int, ...] = option((), cli="--keep-layer",
+                                          help="Method layers: index of a transformer layer to keep (0 = the first); "
+                                               "repeat for several. Or give --amount to keep evenly spaced layers.")
     reconstruct: bool = option(False, help="Structured: refit each 1×1 conv whose inputs lost channels by least "
                                            "squares to the dense layer's outputs on the data (no labels read).")
     seed: int = seed_option()
@@ -89,13 +97,30 @@ class PruneConfig(Checked, StageConfig):
 
     def check(self) -> None:
         check_nproc("prune", self.nproc, self.batch_size)
+        if isinstance(self.keep_layers, int) and not isinstance(self.keep_layers, bool):
+            object.__setattr__(self, "keep_layers", (self.keep_layers,))
+        object.__setattr__(self, "keep_layers", tuple(self.keep_layers or ()))
+        if self.keep_layers and self.method != "layers":
+            raise InputError(f"prune.keep_layers only applies to method layers, not {self.method}")
+        if self.method == "layers":
+            if bool(self.keep_layers) == (self.amount is not None):
+                raise InputError("prune method layers needs keep_layers or amount, exactly one of them",
+                                 hint="e.g. --keep-layer 0 --keep-layer 2 --keep-layer 4, or --amount 0.5")
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.keep_layers):
+                raise InputError(f"prune.keep_layers must be layer indices ≥ 0, got {list(self.keep_layers)}")
+            if list(self.keep_layers) != sorted(set(self.keep_layers)):
+                raise InputError(f"prune.keep_layers must be increasing without repeats, got {list(self.keep_layers)}",
+                                 hint=f"e.g. {sorted(set(self.keep_layers))}")
+            if self.steps != 1 or self.finetune_epochs:
+                raise InputError("prune method layers takes one step and no fine-tuning (steps 1, finetune_epochs 0)",
+                                 hint="recover with a distill stage (teacher: original) after it")
         if self.method == "2:4":
             if self.amount is not None and float(self.amount) != 0.5:
                 raise InputError(f"prune.amount is fixed at 0.5 for method 2:4, got {self.amount}",
                                  hint="leave --amount out")
             if self.steps != 1:
                 raise InputError(f"prune.steps must be 1 for method 2:4, got {self.steps}")
-        elif self.amount is None and self.target_macs is None:
+        elif self.method != "layers" and self.amount is None and self.target_macs is None:
             raise InputError(f"prune method {self.method} needs an amount in (0, 1)",
                              hint="pass --amount, e.g. 0.5" + (" (or --target-macs)" if self.method == "structured"
                                                                else ""))
@@ -128,6 +153,8 @@ def run_prune(artifact: ModelArtifact, config: PruneConfig, ctx: StageContext) -
     if artifact.transforms:
         raise InputError(f"cannot prune {artifact.source}: it carries transforms "
                          f"{[t['name'] for t in artifact.transforms]} (e.g. quantization)", hint="prune first")
+    if config.method == "layers":
+        return _prune_layers(artifact, config, ctx)
     train = ctx.require("train", stage="prune") if config.needs_train else None
     module = copy.deepcopy(artifact.module).eval()
     ignore = _check_ignore(module, config.ignore)
@@ -183,6 +210,47 @@ def run_prune(artifact: ModelArtifact, config: PruneConfig, ctx: StageContext) -
     result = artifact.evolve(module=module, builder=builder, path=None)
     result.metadata["pruning"] = record
     result.metadata[COST_KEY] = stage_cost(finetune_logs)
+    return result
+
+
+def _prune_layers(artifact: ModelArtifact, config: PruneConfig, ctx: StageContext) -> ModelArtifact:
+    """Depth pruning: keep ``config.keep_layers`` (or evenly spaced layers) of an ``hf:`` encoder."""
+    from ..hf import check_keep_layers, encoder_layers, evenly_spaced_layers, keep_encoder_layers
+
+    builder = dict(artifact.builder or {})
+    ref = str(builder.get("ref", ""))
+    encoder = getattr(artifact.module, "encoder", None)
+    if not ref.startswith("hf:") or encoder is None:
+        raise InputError(f"prune method layers drops transformer layers of an hf: encoder; {artifact.source} is not "
+                         f"one", hint="use --method magnitude, structured or 2:4 for this model")
+    if builder.get("resized"):
+        raise InputError(f"{artifact.source} was structurally pruned; prune its layers first, then its channels")
+    module = copy.deepcopy(artifact.module).eval()
+    layers, _ = encoder_layers(module.encoder, source=artifact.source)
+    n = len(layers)
+    keep = (check_keep_layers(list(config.keep_layers), n, source=artifact.source, key="prune.keep_layers")
+            if config.keep_layers else evenly_spaced_layers(n, float(config.amount)))
+    if len(keep) == n:
+        raise InputError(f"prune.keep_layers keeps all {n} layers of {artifact.source}; nothing to prune",
+                         hint=f"keep fewer than {n}")
+    before = measure(artifact, module)
+    keep_encoder_layers(module.encoder, keep, source=artifact.source)
+    kwargs = dict(builder.get("kwargs") or {})
+    earlier = kwargs.get("keep_layers")  # pruned before: map to the folder's numbering
+    original = [int(earlier[i]) for i in keep] if isinstance(earlier, list) else keep
+    builder = {**builder, "kwargs": {**kwargs, "keep_layers": original}}
+    check_rebuild(artifact.evolve(builder=builder), module, example_inputs(artifact, ctx))
+    after = measure(artifact, module)
+    record = {"method": "layers", "amount": config.amount, "layers_before": n, "kept_layers": keep,
+              "kept_layers_of_the_folder": original, "before": before, "after": after,
+              "param_ratio": after["params"] / before["params"] if before["params"] else None,
+              "mac_ratio": after["macs"] / before["macs"] if before["macs"] and after["macs"] is not None else None,
+              "finetune": []}
+    ctx.notes.append(f"depth pruning: kept layers {keep} of {n}; params {before['params']:,} → {after['params']:,}; "
+                     f"wall-clock is measured by the evaluator")
+    result = artifact.evolve(module=module, builder=builder, path=None)
+    result.metadata["pruning"] = record
+    result.metadata[COST_KEY] = stage_cost([])
     return result
 
 
