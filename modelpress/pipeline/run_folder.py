@@ -139,18 +139,19 @@ def check_run_folder(out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(out_dir: Path) -> Iterator[None]:
-    """One run per folder at a time: a second ``run`` on the same folder fails instead of interleaving writes."""
+def locked(out_dir: Path, *, lock_file: str = LOCK_FILE, holder: str = "modelpress run") -> Iterator[None]:
+    """One run (or search: ``holder``, ``lock_file``) per folder at a time: a second one on the same folder fails
+    instead of interleaving writes."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no advisory locks
         yield
         return
-    with open(out_dir / LOCK_FILE, "a+b") as handle:
+    with open(out_dir / lock_file, "a+b") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise InputError(f"another modelpress run is writing {out_dir}",
+            raise InputError(f"another {holder} is writing {out_dir}",
                              hint="wait for it to finish or choose another --out") from None
         try:
             yield

@@ -28,7 +28,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, GateFailed, InputError, ModelpressError
 from ..io import read_json, write_json, write_text
-from ..pipeline.run_folder import EVAL_FILE, STAGES_DIR, check_output_folder
+from ..pipeline.run_folder import EVAL_FILE, STAGES_DIR, check_output_folder, locked
 from .pareto import Estimate, median_interval, wilson_interval
 from .samplers import make_sampler
 from .spec import SearchSpec
@@ -254,22 +254,6 @@ class RayPool(_Pool):
 
 
 # ---- the search loop -----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(folder / LOCK_FILE, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise InputError(f"another search is writing {folder}",
-                             hint="wait for it or choose another --out") from None
-        yield
-
-
 def load_ledger(folder: Path, spec: SearchSpec) -> list[dict[str, Any]]:
     """The finished trials of an earlier run of this same search (``[]`` when none); another search's: exit 2."""
     path = folder / TRIALS_FILE
@@ -304,7 +288,7 @@ def run_search(spec: SearchSpec, *, out: Path, workers: int = 1, ray: str | None
     folder.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _msg: None)
     start = time.monotonic()
-    with _locked(folder):
+    with locked(folder, lock_file=LOCK_FILE, holder="modelpress search"):
         if restart:
             (folder / TRIALS_FILE).unlink(missing_ok=True)
         finished = load_ledger(folder, spec)
