@@ -23,7 +23,17 @@ Columns
   rounds.
 Targets (issue 16): pooled cosine ≥ 0.99 on every target, recall@10 vs FP32 ranking ≥ 0.98, ≥ 2.5× on VNNI.
 
+Workload ``--workload distill`` (depth pruning + distillation, the prune/distill step of issue 16 for MiniLM)
+  Rows: onnxruntime FP32 of the 6-layer model (the reference); ``prune --method layers`` keeping ``--keep-layers``
+  (3 of 6, no training); that student distilled from the 6-layer model (``distill``, teacher ``original``: loss
+  1 − cosine of the pooled embeddings, no labels read) on ``--train-texts`` generated sentences
+  (modelpress.hf.make_text_classification, seed 3, none of them among the evaluated texts or the calibration
+  sentences), ``--epochs`` epochs, tokenized to ``--train-length`` tokens; the distilled student dynamic INT8
+  (host target defaults, guard off); the 6-layer model dynamic INT8 beside it. Same columns, texts and timing as
+  above; the distillation's wall time and thread count are printed under the table.
+
     python benchmarks/embedding.py [--quick] [--threads 1] [--rounds 8] [--distractors 400] [--json out.json]
+    python benchmarks/embedding.py --workload distill [--keep-layers 0,2,5] [--epochs 4] [--train-texts 1200]
 """
 
 from __future__ import annotations
@@ -180,6 +190,66 @@ def print_table(rows: list[Row], *, batch: int, threads: int, n_queries: int, n_
     return text
 
 
+def held_out_texts(data_texts: set[str], n: int, seed: int, avoid: set[str] = frozenset()) -> list[str]:
+    """``n`` generated sentences (seed ``seed``) that are neither evaluated (``data_texts``) nor in ``avoid``."""
+    pool = dict.fromkeys(t for t, _ in hf.make_text_classification(max(4 * n, 1000), seed=seed))
+    out = [t for t in pool if t not in data_texts and t not in avoid][:n]
+    if len(out) < n:
+        raise SystemExit(f"only {len(out)} distinct held-out sentences for seed {seed}; ask for fewer")
+    return out
+
+
+def build_distill_rows(work: Path, data: Dataset, calib: Dataset, evaluated: set[str], threads: int, *,
+                       keep: list[int], epochs: int, n_train: int, train_length: int, lr: float,
+                       train_threads: int) -> tuple[list[Row], dict[str, Any]]:
+    import torch
+
+    from modelpress.compress.distill import DistillConfig
+    from modelpress.compress.prune import PruneConfig
+
+    calib_texts = set(held_out_texts(evaluated, 128, seed=2))  # the calibration set of texts_and_data, avoided
+    train_texts = held_out_texts(evaluated, n_train, seed=3, avoid=calib_texts)
+    tokens = hf.tokenize(train_texts, tokenizer=MODEL, max_length=train_length)
+    train = Dataset(tokens, np.zeros(len(train_texts), np.int64), ("unlabelled",), "generated sentences",
+                    meta={"labelled": False})
+    original = load_model(MODEL)
+
+    def export(art: ModelArtifact, name: str) -> ModelArtifact:
+        ctx = StageContext(work_dir=work / name, eval=data.subset(slice(0, 16)), threads=threads)
+        return run_stage(art, ExportConfig(exporter="torchscript"), ctx).save(work / name)
+
+    def int8(art: ModelArtifact, name: str) -> ModelArtifact:
+        ctx = StageContext(work_dir=work / name, eval=calib, calibration=calib, threads=threads)
+        return run_stage(art, QuantizeConfig(mode="dynamic", per_channel=True, guard=False), ctx).save(work / name)
+
+    pruned = run_stage(original, PruneConfig(method="layers", keep_layers=tuple(keep)), StageContext(work_dir=work))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(train_threads)
+    t0 = time.perf_counter()
+    try:
+        ctx = StageContext(work_dir=work / "distill", train=train, original=original, threads=train_threads)
+        distilled = run_stage(pruned, DistillConfig(teacher="original", epochs=epochs, lr=lr, batch_size=32, seed=0),
+                              ctx)
+    finally:
+        torch.set_num_threads(previous)
+    distill_s = time.perf_counter() - t0
+    log = distilled.metadata["distillation"]["training"]
+    fp32 = export(original, "fp32")
+    student = export(distilled, "student")
+    n = len(keep)
+    rows = [Row("onnxruntime FP32, 6 layers", fp32, "reference"),
+            Row(f"FP32, layers {keep} kept, no training", export(pruned, "pruned"), "prune --method layers"),
+            Row(f"FP32, layers {keep}, distilled", student,
+                f"distill from the 6-layer model, {epochs} epochs on {len(train_texts)} generated sentences "
+                f"({train_length} tokens), lr {lr:g}, batch 32, {train_threads} torch thread(s): "
+                f"{distill_s:.0f} s; loss (1 − cosine) per epoch {[round(x, 4) for x in log['loss_per_epoch']]}"),
+            Row(f"dynamic INT8, {n} layers distilled", int8(student, "student-int8"), "host target defaults"),
+            Row("dynamic INT8, 6 layers", int8(fp32, "fp32-int8"), "host target defaults")]
+    info = {"distill_wall_s": distill_s, "train_texts": len(train_texts), "epochs": epochs, "keep_layers": keep,
+            "loss_per_epoch": log["loss_per_epoch"], "train_threads": train_threads}
+    return rows, info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows, distractors and rounds (a smoke run)")
@@ -189,21 +259,38 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per model (over all rounds)")
     parser.add_argument("--distractors", type=int, default=400)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--workload", choices=("int8", "distill"), default="int8")
+    parser.add_argument("--keep-layers", default="0,2,5", help="distill: layers of the 6 kept, comma-separated")
+    parser.add_argument("--epochs", type=int, default=4, help="distill: epochs")
+    parser.add_argument("--train-texts", type=int, default=1200, help="distill: generated training sentences")
+    parser.add_argument("--train-length", type=int, default=32, help="distill: tokens per training sentence")
+    parser.add_argument("--lr", type=float, default=2e-4, help="distill: peak learning rate (AdamW, cosine)")
+    parser.add_argument("--train-threads", type=int, default=2, help="distill: torch threads while distilling")
     args = parser.parse_args()
     distractors = 40 if args.quick else args.distractors
     rounds = 3 if args.quick else args.rounds
     data, n_queries, relevant, calib = texts_and_data(distractors)
+    info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        rows = build_rows(Path(tmp), data, calib, args.threads, args.quick)
+        if args.workload == "distill":
+            queries, documents, _ = read_pairs(PAIRS)
+            extra = [t for t, _ in hf.make_text_classification(distractors, seed=1)] if distractors else []
+            rows, info = build_distill_rows(
+                Path(tmp), data, calib, {*queries, *documents, *extra}, args.threads,
+                keep=[int(i) for i in args.keep_layers.split(",")], epochs=1 if args.quick else args.epochs,
+                n_train=64 if args.quick else args.train_texts, train_length=args.train_length, lr=args.lr,
+                train_threads=args.train_threads)
+        else:
+            rows = build_rows(Path(tmp), data, calib, args.threads, args.quick)
         measure_quality(rows, data, n_queries, relevant, args.threads)
         measure_speed(rows, data, args.batch, args.threads, rounds, 2.0 if args.quick else args.seconds)
         text = print_table(rows, batch=args.batch, threads=args.threads, n_queries=n_queries,
                            n_docs=len(data) - n_queries, rounds=rounds)
     if args.json:
         doc = {"cpu": cpu_line(args.threads), "threads": args.threads, "batch": args.batch, "seq": SEQ,
-               "rounds": rounds, "rows": [{"name": r.name, "note": r.note, **r.quality,
-                                           "median_ms": r.latency.get("median_ms"),
-                                           "speedup": r.latency.get("speedup")} for r in rows], "table": text}
+               "rounds": rounds, "workload": args.workload, **info,
+               "rows": [{"name": r.name, "note": r.note, **r.quality, "median_ms": r.latency.get("median_ms"),
+                         "speedup": r.latency.get("speedup")} for r in rows], "table": text}
         args.json.write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 

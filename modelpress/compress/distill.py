@@ -146,7 +146,8 @@ def run_distill(artifact: ModelArtifact, config: DistillConfig, ctx: StageContex
     if not embedding and train.n_classes > student.n_classes:
         raise InputError(f"training data {train.source} has {train.n_classes} classes but student "
                          f"{_label(student)} outputs {student.n_classes}")
-    if not embedding and config.alpha < 1 and not train.labelled:  # the label loss would pull every sample toward a placeholder
+    # the label loss would pull every sample toward a placeholder
+    if not embedding and config.alpha < 1 and not train.labelled:
         raise InputError(f"distill: training data {train.source} has no labels but alpha {config.alpha:g} gives "
                          f"{1 - config.alpha:g} of the loss to labels", hint="set alpha: 1 (the teacher is the label)")
     first = next(train.batches(2))[0]
