@@ -470,17 +470,24 @@ def _load_jsonl(ref: str, *, label_column: str = "label", **options: object) -> 
 _TEXT_OPTIONS = ("tokenizer", "max_length", "text_column", "label_column")
 
 
-def _load_text_scheme(ref: str, *, label_column: str = "label", **_: object) -> Dataset:
-    """``text:FILE?tokenizer=REF&max_length=N&text_column=C&label_column=L``."""
+def text_options(ref: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str], int | None]:
+    """``(path, options, max_length)`` of a tokenized-text reference (``text:``, ``pairs:``): unknown options and
+    a non-integer ``max_length`` are exit 2, with the same words for every text scheme."""
     parsed = parse_data(ref)
     params = dict(parsed.options)
-    unknown = sorted(set(params) - set(_TEXT_OPTIONS))
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise InputError(f"data {ref}: unknown option(s) {unknown}", hint=f"options are {', '.join(_TEXT_OPTIONS)}")
+        raise InputError(f"data {ref}: unknown option(s) {unknown}", hint=f"options are {', '.join(allowed)}")
     max_length = params.get("max_length")
     if max_length is not None and not max_length.isdigit():
         raise InputError(f"data {ref}: max_length must be an integer, got {max_length!r}")
-    return load_text(parsed.body, tokenizer=params.get("tokenizer"), max_length=int(max_length) if max_length else None,
+    return parsed.body, params, int(max_length) if max_length else None
+
+
+def _load_text_scheme(ref: str, *, label_column: str = "label", **_: object) -> Dataset:
+    """``text:FILE?tokenizer=REF&max_length=N&text_column=C&label_column=L``."""
+    path, params, max_length = text_options(ref, _TEXT_OPTIONS)
+    return load_text(path, tokenizer=params.get("tokenizer"), max_length=max_length,
                      text_column=params.get("text_column", "text"),
                      label_column=params.get("label_column", label_column), source=ref)
 

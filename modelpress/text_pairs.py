@@ -72,27 +72,19 @@ def read_pairs(path: str | Path, *, label_column: str = "label") -> tuple[list[s
 def load_pairs(ref: str, *, label_column: str = "label", **_: object) -> Any:
     """``pairs:FILE.jsonl?tokenizer=REF&max_length=N&label_column=L`` → a Dataset (module docstring)."""
     from . import hf
-    from .data import Dataset, parse_data
+    from .data import Dataset, text_options
 
-    parsed = parse_data(ref)
-    params = dict(parsed.options)
-    unknown = sorted(set(params) - set(PAIR_OPTIONS))
-    if unknown:
-        raise InputError(f"data {ref}: unknown option(s) {unknown}", hint=f"options are {', '.join(PAIR_OPTIONS)}")
-    path = parsed.body
+    path, params, max_length = text_options(ref, PAIR_OPTIONS)
     if not path.lower().endswith(".jsonl"):
         raise InputError(f"data {ref}: pairs are read from a *.jsonl file of query/document lines, got {path!r}")
     if not Path(path).is_file():
         raise InputError(f"pairs data file {path} does not exist")
-    max_length = params.get("max_length")
-    if max_length is not None and not max_length.isdigit():
-        raise InputError(f"data {ref}: max_length must be an integer, got {max_length!r}")
     choice = hf.current_tokenizer()
     tokenizer = params.get("tokenizer") or (choice.ref if choice else None)
     if tokenizer is None:
         raise InputError(f"pairs data {path} needs a tokenizer",
                          hint=f"use it with an hf: model, or write pairs:{path}?tokenizer=hf:DIR&max_length=128")
-    length = int(max_length) if max_length else (choice.max_length if choice else hf.DEFAULT_MAX_LENGTH)
+    length = max_length if max_length else (choice.max_length if choice else hf.DEFAULT_MAX_LENGTH)
     queries, documents, raw = read_pairs(path, label_column=params.get("label_column", label_column))
     if not queries:
         raise InputError(f"pairs data {path} is empty: 0 pairs", hint="write one JSON object per line")
