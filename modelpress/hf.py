@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendUnavailable, InputError
+from .io import read_jsonl_objects
 from .refs import parse_model_ref
 
 DEFAULT_MAX_LENGTH = 128
@@ -451,28 +452,18 @@ def _read_jsonl(path: str, text_column: str, label_column: str) -> tuple[list[st
     texts: list[str] = []
     labels: list[Any] = []
     unlabelled = 0
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or text_column not in row:
-                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise InputError(f"{path}:{line_no}: needs key {text_column!r} (and {label_column!r} for labelled "
-                                 f"data), got {keys}")
-            if not isinstance(row[text_column], str):
-                raise InputError(f"{path}:{line_no}: {text_column!r} must be a string")
-            texts.append(row[text_column])
-            if row.get(label_column) is None:
-                unlabelled += 1
-            else:
-                labels.append(row[label_column])
-            if labels and unlabelled:
-                raise InputError(f"{path}:{line_no}: {len(labels)} rows so far have a {label_column!r} and "
-                                 f"{unlabelled} do not", hint="label every row, or none (unlabelled text)")
+    for line_no, row in read_jsonl_objects(path, needs=text_column,  # a label is optional: unlabelled text
+                                           hint=f"and {label_column!r} in every row for labelled data"):
+        if not isinstance(row[text_column], str):
+            raise InputError(f"{path}:{line_no}: {text_column!r} must be a string")
+        texts.append(row[text_column])
+        if row.get(label_column) is None:
+            unlabelled += 1
+        else:
+            labels.append(row[label_column])
+        if labels and unlabelled:
+            raise InputError(f"{path}:{line_no}: {len(labels)} rows so far have a {label_column!r} and "
+                             f"{unlabelled} do not", hint="label every row, or none (unlabelled text)")
     return texts, (labels if not unlabelled else None)
 
 

@@ -148,6 +148,27 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise InputError(f"{p} is not valid JSON ({exc})") from None
 
 
+def read_jsonl_objects(path: str | os.PathLike[str], *, needs: str,
+                       hint: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file. A line that is not JSON, or not an
+    object holding every key of ``needs`` (a space-separated list, e.g. ``"query document"``), is an InputError naming
+    the file and line — the one JSONL rule that text data and query/document pairs share."""
+    keys = needs.split()
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or any(k not in row for k in keys):
+                got = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise InputError(f"{path}:{line_no}: needs key{'s' if len(keys) > 1 else ''} "
+                                 f"{' and '.join(repr(k) for k in keys)}, got {got}", hint=hint)
+            yield line_no, row
+
+
 def sha256_file(path: str | os.PathLike[str], *, chunk_bytes: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -18,13 +18,13 @@ floor), so ``data`` can register it without a cycle.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
+from .io import read_jsonl_objects
 
 __all__ = ["PAIR_OPTIONS", "load_pairs", "read_pairs"]
 
@@ -41,28 +41,18 @@ def read_pairs(path: str | Path, *, label_column: str = "label") -> tuple[list[s
     documents: list[str] = []
     labels: list[Any] = []
     unlabelled = 0
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "query" not in row or "document" not in row:
-                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise InputError(f"{path}:{line_no}: a pair needs keys 'query' and 'document', got {keys}")
-            for key in ("query", "document"):
-                if not isinstance(row[key], str) or not row[key].strip():
-                    raise InputError(f"{path}:{line_no}: {key!r} must be a non-empty string")
-            queries.append(row["query"])
-            documents.append(row["document"])
-            if label_column in row and row[label_column] is not None:
-                if not isinstance(row[label_column], (str, int)) or isinstance(row[label_column], bool):
-                    raise InputError(f"{path}:{line_no}: {label_column!r} must be a string or an integer")
-                labels.append(row[label_column])
-            else:
-                unlabelled += 1
+    for line_no, row in read_jsonl_objects(path, needs="query document"):
+        for key in ("query", "document"):
+            if not isinstance(row[key], str) or not row[key].strip():
+                raise InputError(f"{path}:{line_no}: {key!r} must be a non-empty string")
+        queries.append(row["query"])
+        documents.append(row["document"])
+        if label_column in row and row[label_column] is not None:
+            if not isinstance(row[label_column], (str, int)) or isinstance(row[label_column], bool):
+                raise InputError(f"{path}:{line_no}: {label_column!r} must be a string or an integer")
+            labels.append(row[label_column])
+        else:
+            unlabelled += 1
     if labels and unlabelled:
         raise InputError(f"{path}: {len(labels)} pairs have a {label_column!r} and {unlabelled} do not",
                          hint="label every pair, or none")

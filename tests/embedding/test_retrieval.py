@@ -233,7 +233,7 @@ def test_pairs_put_queries_first_and_share_a_repeated_document(tiny_bert, tmp_pa
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([{"query": "a"}], r"p.jsonl:1: a pair needs keys 'query' and 'document'"),
+    ([{"query": "a"}], r"p.jsonl:1: needs keys 'query' and 'document'"),
     ([{"query": "a", "document": ""}], r"'document' must be a non-empty string"),
     ([{"query": "a", "document": "b", "label": "x"}, {"query": "c", "document": "d"}], "label every pair, or none"),
     ([], "0 pairs"),

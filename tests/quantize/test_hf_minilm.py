@@ -71,7 +71,7 @@ def test_text_data_and_hf_refs_bad_input(tmp_path):
     with pytest.raises(InputError, match=r"bad.jsonl:2: not valid JSON"):
         load_data(f"text:{bad}?tokenizer={MODEL}", split="all")
     bad.write_text('{"sentence": "x", "label": 0}\n')
-    with pytest.raises(InputError, match=r"bad.jsonl:1: needs key 'text' \(and 'label' for labelled data\), got \['label', 'sentence'\]"):
+    with pytest.raises(InputError, match=r"bad.jsonl:1: needs key 'text', got \['label', 'sentence'\]"):
         load_data(f"text:{bad}?tokenizer={MODEL}", split="all")
     with pytest.raises(InputError, match="unknown option"):
         load_data(f"text:{bad}?tokeniser={MODEL}", split="all")
