@@ -92,3 +92,21 @@ def tiny_npz(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.npz"
     np.savez(path, x=x, y=y)
     return path
+
+
+def save_tiny_bert(folder: Path, words: list[str], *, layers: int = 1, seed: int | None = None,
+                   **config: object) -> Path:
+    """Save a BERT with hidden size 16 and a WordPiece vocabulary of ``words`` (+ 5 specials) like a Hugging Face
+    folder: what the hf tests build instead of downloading a model. ``seed`` fixes its random weights."""
+    transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'modelpress[hf]'")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n", encoding="utf-8")
+    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    bert = transformers.BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=layers,
+                                   num_attention_heads=2, intermediate_size=32, max_position_embeddings=32, **config)
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
+    transformers.BertModel(bert).save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import save_tiny_bert
+
 #: The model and data every contract test starts from.
 MODEL = "zoo:mlp"
 MODEL_KWARGS = {"hidden": [8]}
@@ -46,13 +48,5 @@ def tiny_onnx(tiny_torch, iris_test, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory) -> Path:
     """A 1-layer BERT (hidden 16) with a 17-token WordPiece vocabulary, saved like a Hugging Face folder."""
-    transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'modelpress[hf]'")
-    folder = tmp_path_factory.mktemp("tiny-hf")
     words = ["the", "soup", "was", "cold", "good", "team", "won", "fast", "chip", "slow", "food", "tech"]
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n", encoding="utf-8")
-    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
-    config = transformers.BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
-    transformers.BertModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-hf"), words)

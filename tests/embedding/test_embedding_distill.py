@@ -18,6 +18,8 @@ from modelpress.errors import InputError
 from modelpress.hf import evenly_spaced_layers
 from modelpress.sources import check_builder, load_model
 
+from ..conftest import save_tiny_bert
+
 WORDS = ["the", "soup", "was", "cold", "good", "team", "won", "fast", "chip", "slow", "food", "tech", "hot", "lost"]
 N_LAYERS = 4
 
@@ -25,18 +27,8 @@ N_LAYERS = 4
 @pytest.fixture(scope="module")
 def st_bert(tmp_path_factory) -> Path:
     """A 4-layer BERT saved as a sentence-transformers folder (mean pooling, normalized)."""
-    transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'modelpress[hf]'")
-    import torch
-
-    folder = tmp_path_factory.mktemp("tiny-st-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8")
-    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
-    config = transformers.BertConfig(vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=N_LAYERS,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
-                                     initializer_range=0.3)  # large weights: each layer changes the embedding
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(folder, safe_serialization=True)
+    folder = save_tiny_bert(tmp_path_factory.mktemp("tiny-st-bert"), WORDS, layers=N_LAYERS, seed=0,
+                            initializer_range=0.3)  # large weights: each layer changes the embedding
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]

@@ -15,6 +15,8 @@ from modelpress.errors import InputError
 from modelpress.evaluate import retrieval
 from modelpress.sources import check_builder, load_model
 
+from ..conftest import save_tiny_bert
+
 
 # ---- retrieval metrics: hand-computed expectations ----------------------------------------------------------------
 def _unit_rows(angles_deg):
@@ -86,15 +88,7 @@ WORDS = ["the", "soup", "was", "cold", "good", "team", "won", "fast", "chip", "s
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'modelpress[hf]'")
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8")
-    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
-    config = transformers.BertConfig(vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
-    transformers.BertModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), WORDS)
 
 
 def _st_folder(base: Path, dest: Path, pooling: str, normalize: bool) -> Path:
