@@ -62,6 +62,22 @@ def _max_diff(a, b) -> float:
     return max(float((sa[k].float() - sb[k].float()).abs().max()) for k in sa)
 
 
+def _fork_ranks(rank_main, *, timeout_s: float, world: int = 2) -> list:
+    """Fork ``world`` processes running ``rank_main(rank)`` as torchrun would start them; join each within
+    ``timeout_s`` (a hung one is killed, so its exit code is not 0)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=rank_main, args=(i,)) for i in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout_s)
+        if p.exitcode is None:
+            p.kill()
+    return procs
+
+
 def _accuracy(module, data) -> float:
     with torch.no_grad():
         out = module(torch.from_numpy(np.ascontiguousarray(data.inputs["input"])))
@@ -204,8 +220,6 @@ def test_torchrun_environment_is_detected(monkeypatch):
 def test_torchrun_ranks_train_together_from_the_environment(digits, tmp_path):
     """What ``torchrun --nproc-per-node 2 script.py`` does, without the launcher's start-up: two processes with its
     variables call fit(); they join the group from the environment and end with the one-process weights."""
-    import multiprocessing
-
     from safetensors.torch import load_file, save_file
 
     data = _data(digits, 6 * BATCH + 3)
@@ -226,14 +240,7 @@ def test_torchrun_ranks_train_together_from_the_environment(digits, tmp_path):
             code = 1
         os._exit(code)
 
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=rank_main, args=(i,)) for i in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        if p.exitcode is None:
-            p.kill()
+    procs = _fork_ranks(rank_main, timeout_s=60)
     errors = [p.read_text() for p in tmp_path.glob("error*.txt")]
     assert [p.exitcode for p in procs] == [0, 0], errors
     alone = _model(digits)
@@ -312,7 +319,6 @@ def test_a_corrupt_checkpoint_is_one_input_error_from_the_ranks(digits, tmp_path
 
 def test_torchrun_ranks_with_other_data_fail_fast(digits, tmp_path):
     """Ranks that would run a different number of steps are an input error at once, not a wait for the timeout."""
-    import multiprocessing
 
     port = distributed.free_port()
 
@@ -325,14 +331,7 @@ def test_torchrun_ranks_with_other_data_fail_fast(digits, tmp_path):
             (tmp_path / f"error{index}.txt").write_text(str(exc))
         os._exit(0)
 
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=rank_main, args=(i,)) for i in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(30)
-        if p.exitcode is None:
-            p.kill()
+    _fork_ranks(rank_main, timeout_s=30)
     assert not (tmp_path / "error0.txt").exists()
     assert (tmp_path / "error1.txt").read_text().startswith("rank 1 would train {'samples': 192")
 

@@ -17,7 +17,8 @@ from modelpress.reports import load_report
 LATENCY = "{{min_calls: 6, min_s: 0, warmup_min_calls: 1, warmup_min_s: 0, rounds: 3, interleaved: {on}}}"
 
 
-def run(tmp_path: Path, *, interleaved: bool = True):
+def run(tmp_path: Path, *, interleaved: bool = True, backends: str | None = None):
+    """zoo:mlp → ONNX export on iris, evaluated at batch 2 (on ``backends``, a YAML list, when given)."""
     text = textwrap.dedent(f"""\
         name: t
         model: zoo:mlp
@@ -28,7 +29,7 @@ def run(tmp_path: Path, *, interleaved: bool = True):
         evaluate:
           batch_sizes: [2]
           latency: {LATENCY.format(on=str(interleaved).lower())}
-        """)
+        """) + (f"  backends: {backends}\n" if backends else "")
     path = tmp_path / "p.yaml"
     path.write_text(text, encoding="utf-8")
     return execute_pipeline(load_spec(path), out_dir=tmp_path / "out" / "t")
@@ -109,20 +110,7 @@ def test_a_self_timing_device_backend_gets_rows_but_no_speedup(tmp_path, monkeyp
 
     monkeypatch.setattr(BACKENDS, "_entries", dict(BACKENDS._entries))
     BACKENDS.add("fake-device", Backend("fake-device", ("onnx",), BACKENDS.get("onnxruntime").runner, latency=hook))
-    text = textwrap.dedent(f"""\
-        name: t
-        model: zoo:mlp
-        model_kwargs: {{hidden: [8]}}
-        data: {{eval: sklearn:iris}}
-        stages:
-          - {{type: export, exporter: torchscript}}
-        evaluate:
-          backends: [onnxruntime, fake-device]
-          batch_sizes: [2]
-          latency: {LATENCY.format(on="true")}
-        """)
-    (tmp_path / "p.yaml").write_text(text, encoding="utf-8")
-    outcome = execute_pipeline(load_spec(tmp_path / "p.yaml"), out_dir=tmp_path / "out" / "t")
+    outcome = run(tmp_path, backends="[onnxruntime, fake-device]")
     got = rows(outcome.report)
     device = got[("01-export", "fake-device")]
     assert device["median_ms"] == 2.0 and device["speedup"] is None and "on the device" in device["speedup_reason"]
