@@ -21,6 +21,8 @@ from modelpress.data import load_data
 from modelpress.errors import InputError
 from modelpress.sources import load_model
 
+from .test_equalize import _run  # one unoptimized onnxruntime run of input "x" for both files
+
 ort = pytest.importorskip("onnxruntime")
 
 
@@ -47,13 +49,6 @@ def _block(d: int = 16, hidden: int = 32, seed: int = 0) -> onnx.ModelProto:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", d])],
                               [numpy_helper.from_array(v, k) for k, v in arrays.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-
-
-def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": x})[0]
 
 
 def _tokens(n: int, seed: int, d: int = 16) -> np.ndarray:
